@@ -1,0 +1,5 @@
+import sys
+
+from bayeslora.bench.cli import main
+
+sys.exit(main())

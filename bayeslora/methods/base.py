@@ -1,0 +1,147 @@
+"""The one interface every method implements: ``fit`` then ``predict_proba``.
+
+Lifecycle (one instance per run)::
+
+    method = get_method("ivon")(config, train=TrainSettings(steps=500, seed=0))
+    method.fit(classifier, train_data, val_data)         # trains the LoRA adapter
+    for mode in method.prediction_modes():               # e.g. "ivon@mean", "ivon"
+        probs = method.predict_proba(eval_data, mode)    # [N, K], rows sum to one
+
+Hyperparameters are a typed dataclass (``Config``) with defaults; ``search_space``
+proposes values for them from an optuna trial, so the tuner needs no special cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from bayeslora.models.classifier import AnswerTokenClassifier
+from bayeslora.training.settings import TrainSettings
+
+# Called with (step, metrics) for training logs ("train_loss", ...) and for each evaluation
+# during training ("val_nll", "val_accuracy", ...); the bench logs
+# them to MLflow and the tuner reports them to optuna (and may raise TrialPruned).
+LogCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Base class of a method's hyperparameters. Subclasses add typed fields."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
+        """Build from strings or numbers (CLI, config file, optuna), checking names and types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter(s) {sorted(unknown)} for {cls.__qualname__}; "
+                f"known: {sorted(fields)}"
+            )
+        defaults = cls()
+        converted = {}
+        for name, value in values.items():
+            kind = type(getattr(defaults, name))
+            try:
+                converted[name] = _convert(value, kind)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"hyperparameter {name}={value!r}: expected {kind.__name__} ({err})"
+                ) from err
+        return cls(**converted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("use true or false")
+    if kind in (int, float, str, bool):
+        converted = kind(float(value)) if kind is int and isinstance(value, str) else kind(value)
+        if kind is int and float(value) != converted:
+            raise ValueError("not a whole number")
+        return converted
+    return value
+
+
+class Method(ABC):
+    """A way of training a LoRA adapter and predicting with it (MAP, IVON, Laplace, ...)."""
+
+    name: ClassVar[str] = ""  # the registry name; set by @register_method
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # Per-task hyperparameter defaults from the method's paper, applied before user
+    # overrides: {"arc_easy": {"ess": 1e6}, ...}. Tasks not listed use Config's defaults.
+    task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Methods that need held-out data (e.g. to tune a temperature) set this; the
+    # harness then carves a seeded validation part out of the training data.
+    needs_validation: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        config: MethodConfig | None = None,
+        *,
+        train: TrainSettings | None = None,
+        on_log: LogCallback | None = None,
+    ):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.Config.__name__}, got {type(self.config).__name__}"
+            )
+        self.train_settings = train if train is not None else TrainSettings()
+        self.on_log = on_log
+        self.history: list[dict[str, float]] = []  # training log: one dict per logged step
+
+    @abstractmethod
+    def fit(self, model: AnswerTokenClassifier, train, val=None) -> None:
+        """Train ``model``'s LoRA weights on ``train`` (a TokenizedDataset)."""
+
+    @abstractmethod
+    def predict_proba(self, data, mode: str | None = None) -> Tensor:
+        """Class probabilities ``[N, K]`` for ``data`` in its order; rows sum to one."""
+
+    def prediction_modes(self) -> tuple[str, ...]:
+        """The prediction modes this method reports, each logged as its own result row."""
+        return (self.name,)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Method-specific numbers worth logging (fit memory, time of a Laplace fit, ...)."""
+        return {}
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        """Hyperparameter values proposed by an optuna ``trial`` (a subset of Config's fields)."""
+        return {}
+
+    def validation_metrics(self, data) -> dict[str, float]:
+        """Calibration metrics of the primary prediction mode on ``data`` (used during training)."""
+        from bayeslora.metrics import calibration_metrics
+
+        return calibration_metrics(self.predict_proba(data), data.labels)
+
+    def _evaluator(self, val) -> Callable[[], dict[str, float]] | None:
+        return (lambda: self.validation_metrics(val)) if val is not None else None
+
+    @classmethod
+    def make_config(
+        cls, task: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> MethodConfig:
+        """Config from the method's defaults, then its per-task defaults, then ``overrides``."""
+        return cls.Config.from_dict({**cls.task_defaults.get(task or "", {}), **(overrides or {})})
+
+    def _check_mode(self, mode: str | None) -> str:
+        modes = self.prediction_modes()
+        mode = modes[0] if mode is None else mode
+        if mode not in modes:
+            raise ValueError(f"{self.name} has no prediction mode '{mode}'; it has {list(modes)}")
+        return mode

