@@ -252,9 +252,17 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     for layer in layers:
         values.update({k: v for k, v in layer.items() if k != "hparams"})
     methods = values.get("methods", BenchConfig().methods)
-    # The preset's hyperparameters only concern the methods actually selected.
+    # The preset's hyperparameters concern the selected methods and their composites
+    # ("ivon+temperature" gets ivon's).
     if getattr(args, "quick", False):
-        layers[0] = {"hparams": {m: v for m, v in QUICK_PRESET["hparams"].items() if m in methods}}
+        layers[0] = {
+            "hparams": {
+                m: v
+                for preset, v in QUICK_PRESET["hparams"].items()
+                for m in methods
+                if m == preset or m.startswith(preset + "+")
+            }
+        }
     values["hparams"] = merge_hparams(*(layer.get("hparams", {}) for layer in layers), cli_hparams)
     return BenchConfig(**values)
 

@@ -66,7 +66,7 @@ class BenchConfig:
     pruner: str = "median"  # median | hyperband | none
     storage: str | None = None  # default: sqlite:///<output_dir>/optuna.db
     heartbeat_interval: int = 60  # seconds; a trial silent for twice this is retried
-    # {method or "*": {name: {type: float|int|categorical, ...} or null}}
+    # {method or "all": {name: {type: float|int|categorical, ...} or null}}
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     # tracking and output
     output_dir: str = "runs"

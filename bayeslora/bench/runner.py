@@ -9,6 +9,7 @@ Ctrl-C later in the run loses nothing that had finished.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -133,6 +134,8 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     output_dir = Path(cfg.output_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = output_dir / f"bench-{stamp}"
+    if run_dir.exists():  # another worker started in the same second
+        run_dir = output_dir / f"bench-{stamp}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = MlflowTracker(
         cfg.tracking_uri or default_tracking_uri(output_dir),

@@ -8,6 +8,9 @@ Two ways in, one table:
 
 Entry points are only *read* until a method is asked for: its module is imported on
 first use (``get_method``), so a broken or heavy plugin costs nothing unless selected.
+
+Composite names ``"A+B"``, where B is a post-hoc method (``bayeslora.methods.posthoc``),
+are built on request by ``B.wrap(A)`` and cached; they are not listed as methods.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class _Entry:
 
 _entries: dict[str, _Entry] = {}
 _entry_points_read = False
+_composites: dict[str, type[Method]] = {}  # "A+B" -> B.wrap(A)
 
 
 def register_method(name: str):
@@ -100,6 +104,8 @@ def get_method(name: str) -> type[Method]:
     """The :class:`Method` class registered as ``name``, importing its module if needed."""
     _read_entry_points()
     entry = _entries.get(name)
+    if entry is None and "+" in name:
+        return _composite(name)
     if entry is None:
         known = sorted(_entries)
         close = difflib.get_close_matches(name, known, n=1)
@@ -123,6 +129,30 @@ def get_method(name: str) -> type[Method]:
     return entry.cls
 
 
+def _composite(name: str) -> type[Method]:
+    """``"A+B"``: method A, then the post-hoc method B fitted on held-out data."""
+    from bayeslora.methods.posthoc import PostHocMethod
+
+    cls = _composites.get(name)
+    if cls is None:
+        inner_name, _, posthoc_name = name.rpartition("+")
+        if not inner_name or not posthoc_name:
+            raise RegistryError(
+                f"'{name}' is not a method name: a composite is METHOD+POSTHOC, e.g. adamw+temperature"
+            )
+        inner = get_method(inner_name)  # "A+B+C" is ("A+B")+C
+        posthoc = get_method(posthoc_name)
+        if not issubclass(posthoc, PostHocMethod):
+            raise RegistryError(
+                f"'{posthoc_name}' cannot follow '+' (in '{name}'): only post-hoc methods such as "
+                f"temperature can"
+            )
+        cls = posthoc.wrap(inner)
+        cls.name = name
+        _composites[name] = cls
+    return cls
+
+
 def describe_methods() -> list[tuple[str, str, str]]:
     """(name, source, one-line description) for every method, importing each.
 
@@ -144,3 +174,4 @@ def describe_methods() -> list[tuple[str, str, str]]:
 def unregister_method(name: str) -> None:
     """Remove an in-process registration (for tests and notebooks)."""
     _entries.pop(name, None)
+    _composites.clear()  # some may have been built from it

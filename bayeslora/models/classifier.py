@@ -67,9 +67,7 @@ class AnswerTokenClassifier(nn.Module):
             raise ValueError(f"answer token ids must be distinct, got {list(answer_token_ids)}")
         self.peft_model = peft_model
         causal_lm = peft_model.get_base_model()
-        self.decoder = causal_lm.get_decoder()
-        self.output_layer = causal_lm.get_output_embeddings()
-        vocab = self.output_layer.weight.shape[0]
+        vocab = causal_lm.get_output_embeddings().weight.shape[0]
         if max(answer_token_ids) >= vocab:
             raise ValueError(
                 f"answer token id {max(answer_token_ids)} is outside the vocabulary ({vocab})"
@@ -81,6 +79,17 @@ class AnswerTokenClassifier(nn.Module):
         )
         # Gemma-2 style models squash their logits; keep that so probabilities match the LM's.
         self.logit_softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+
+    # Looked up, not stored: assigning them as attributes would register the decoder and
+    # output layer as submodules a second time (torch.func.functional_call then swaps
+    # their weights twice and restores them once, as laplace-torch found).
+    @property
+    def decoder(self) -> nn.Module:
+        return self.peft_model.get_base_model().get_decoder()
+
+    @property
+    def output_layer(self) -> nn.Module:
+        return self.peft_model.get_base_model().get_output_embeddings()
 
     @property
     def num_classes(self) -> int:

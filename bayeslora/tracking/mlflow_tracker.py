@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,8 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"lora": {"r": 8}} → {"lora.r": "8"}; long values are cut to MLflow's limit."""
     flat: dict[str, str] = {}
     for key, value in values.items():
-        name = f"{prefix}{key}"
+        # MLflow keys allow letters, digits and _-. /: "adamw+temperature" becomes "adamw_temperature".
+        name = re.sub(r"[^\w\-. /]", "_", f"{prefix}{key}")
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
@@ -48,10 +51,24 @@ class MlflowTracker:
         self.mlflow = mlflow
         self.tracking_uri = tracking_uri
         mlflow.set_tracking_uri(tracking_uri)
+        for attempt in range(3):
+            try:
+                self._ensure_experiment(experiment, artifact_dir)
+                break
+            except Exception:
+                # Two workers opening a new SQLite store at once race in MLflow's schema
+                # migrations; the loser succeeds once the winner has created the tables.
+                if attempt == 2:
+                    raise
+                time.sleep(2.0)
+        mlflow.set_experiment(experiment)
+
+    def _ensure_experiment(self, experiment: str, artifact_dir: str | Path | None) -> None:
+        mlflow = self.mlflow
         if mlflow.get_experiment_by_name(experiment) is None:
             location = (
                 Path(artifact_dir).resolve().as_uri()
-                if artifact_dir and tracking_uri.startswith("sqlite")
+                if artifact_dir and self.tracking_uri.startswith("sqlite")
                 else None
             )
             try:
@@ -59,7 +76,6 @@ class MlflowTracker:
             except mlflow.exceptions.MlflowException:
                 if mlflow.get_experiment_by_name(experiment) is None:  # not a creation race
                     raise
-        mlflow.set_experiment(experiment)
 
     @contextmanager
     def run(

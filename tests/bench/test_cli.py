@@ -6,15 +6,36 @@ import pytest
 
 from bayeslora.bench.cli import build_parser, main, resolve_config
 
-TINY = ["--model", "tiny-random-llama", "--quick", "--steps", "3", "--limit-train", "32", "--limit-eval", "16",
-        "--no-progress"]
+TINY = [
+    "--model",
+    "tiny-random-llama",
+    "--quick",
+    "--steps",
+    "3",
+    "--limit-train",
+    "32",
+    "--limit-eval",
+    "16",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["--methods", "adamw,ivon", *TINY, "--seeds", "0,1", "--hp", "ivon.test_samples=2",
-                 "--output-dir", str(out)])
+    code = main(
+        [
+            "--methods",
+            "adamw,ivon",
+            *TINY,
+            "--seeds",
+            "0,1",
+            "--hp",
+            "ivon.test_samples=2",
+            "--output-dir",
+            str(out),
+        ]
+    )
     return code, out
 
 
@@ -24,7 +45,13 @@ def test_exit_code_and_results_file(bench_run):
     (results,) = out.glob("bench-*/results.jsonl")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert sorted((r["method"], r["seed"]) for r in rows) == [
-        ("adamw", 0), ("adamw", 1), ("ivon", 0), ("ivon", 1), ("ivon@mean", 0), ("ivon@mean", 1)]
+        ("adamw", 0),
+        ("adamw", 1),
+        ("ivon", 0),
+        ("ivon", 1),
+        ("ivon@mean", 0),
+        ("ivon@mean", 1),
+    ]
     assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in rows)
 
 
@@ -42,12 +69,34 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
 
     ivon = next(c for c in children if c.data.tags["bayeslora.mode"] == "ivon")
     params = ivon.data.params
-    for key in ("config.model", "task.source", "task.protocol", "task.template", "task.max_length", "lora.r",
-                "hparams.ess", "hparams.hess_init", "train.steps", "train.batch_size", "versions.torch",
-                "versions.transformers", "seed", "mode"):
+    for key in (
+        "config.model",
+        "task.source",
+        "task.protocol",
+        "task.template",
+        "task.max_length",
+        "lora.r",
+        "hparams.ess",
+        "hparams.hess_init",
+        "train.steps",
+        "train.batch_size",
+        "versions.torch",
+        "versions.transformers",
+        "seed",
+        "mode",
+    ):
         assert key in params, key
     assert params["hparams.ess"] == "1000000.0" and params["lora.r"] == "8"
-    for key in ("accuracy", "ece", "nll", "brier", "mce", "train_time_s", "eval_time_s", "train_loss"):
+    for key in (
+        "accuracy",
+        "ece",
+        "nll",
+        "brier",
+        "mce",
+        "train_time_s",
+        "eval_time_s",
+        "train_loss",
+    ):
         assert key in ivon.data.metrics, key
 
     client = mlflow.MlflowClient()
@@ -65,14 +114,29 @@ def test_unknown_method_is_a_clear_error(capsys, tmp_path):
 
 
 def test_bad_hyperparameter_is_a_clear_error(capsys, tmp_path):
-    assert main(["--methods", "adamw", "--hp", "adamw.learning_rate=1", *TINY, "--output-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "--methods",
+                "adamw",
+                "--hp",
+                "adamw.learning_rate=1",
+                *TINY,
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "unknown hyperparameter" in capsys.readouterr().err
 
 
 def test_config_file_then_flags(tmp_path):
     config = tmp_path / "bench.yaml"
     config.write_text("methods: [ivon]\nsteps: 7\nhparams:\n  ivon: {ess: 1e7, lr: 0.01}\n")
-    args = build_parser().parse_args(["--config", str(config), "--steps", "9", "--hp", "ivon.lr=0.02"])
+    args = build_parser().parse_args(
+        ["--config", str(config), "--steps", "9", "--hp", "ivon.lr=0.02"]
+    )
     cfg = resolve_config(args)
     assert cfg.methods == ["ivon"] and cfg.steps == 9
     from bayeslora.methods.ivon import IVON
@@ -89,12 +153,27 @@ def test_quick_preset_only_touches_selected_methods():
     assert cfg.steps == 20 and cfg.hparams == {}
     cfg = resolve_config(build_parser().parse_args(["--quick"]))
     assert "ivon" in cfg.hparams
+    cfg = resolve_config(build_parser().parse_args(["--quick", "--methods", "ivon+temperature"]))
+    assert cfg.hparams == {"ivon+temperature": {"test_samples": 4}}
 
 
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--methods", "--tasks", "--model", "--seeds", "--steps", "--batch-size", "--eval-every",
-                 "--lora-rank", "--hp", "--tracking-uri", "--output-dir", "--quick", "--config"):
+    for flag in (
+        "--methods",
+        "--tasks",
+        "--model",
+        "--seeds",
+        "--steps",
+        "--batch-size",
+        "--eval-every",
+        "--lora-rank",
+        "--hp",
+        "--tracking-uri",
+        "--output-dir",
+        "--quick",
+        "--config",
+    ):
         assert flag in text

@@ -42,15 +42,32 @@ def test_answer_logits_equal_the_full_lm_on_real_arc_prompts(smollm2, tokenizer)
         clf.eval()
         with torch.no_grad():
             ours = clf(batch["input_ids"], batch["attention_mask"])
-            full = smollm2(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           position_ids=position_ids_from_mask(batch["attention_mask"])).logits[:, -1, ids]
+            full = smollm2(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=position_ids_from_mask(batch["attention_mask"]),
+            ).logits[:, -1, ids]
     torch.testing.assert_close(ours, full, atol=1e-4, rtol=1e-4)
 
 
 def test_bench_quick_run_on_the_real_default(tmp_path):
     from bayeslora.bench.cli import main
 
-    code = main(["--methods", "adamw,ivon", "--quick", "--steps", "4", "--limit-eval", "32",
-                 "--hp", "ivon.test_samples=2", "--no-progress", "--output-dir", str(tmp_path)])
+    code = main(
+        [
+            "--methods",
+            "adamw,ivon",
+            "--quick",
+            "--steps",
+            "4",
+            "--limit-eval",
+            "32",
+            "--hp",
+            "ivon.test_samples=2",
+            "--no-progress",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     assert (next(tmp_path.glob("bench-*")) / "results.txt").read_text().count("arc_easy") == 3

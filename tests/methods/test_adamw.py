@@ -13,7 +13,9 @@ def test_paper_defaults():
 
 def test_fit_lowers_the_training_loss_and_predicts_probabilities(toy_classifier, toy_train):
     with toy_classifier(dropout=0.0, seed=0) as clf:
-        method = AdamW(AdamWConfig(lr=1e-2), train=TrainSettings(steps=30, batch_size=8, progress=False))
+        method = AdamW(
+            AdamWConfig(lr=1e-2), train=TrainSettings(steps=30, batch_size=8, progress=False)
+        )
         method.model = clf
         untrained = method.predict_proba(toy_train)
         method.fit(clf, toy_train)
@@ -31,7 +33,10 @@ def test_same_seed_same_result(toy_classifier, toy_train, toy_eval):
     results = []
     for _ in range(2):
         with toy_classifier(dropout=0.1, seed=3) as clf:
-            method = AdamW(AdamWConfig(lr=1e-2), train=TrainSettings(steps=4, batch_size=4, seed=3, progress=False))
+            method = AdamW(
+                AdamWConfig(lr=1e-2),
+                train=TrainSettings(steps=4, batch_size=4, seed=3, progress=False),
+            )
             method.fit(clf, toy_train)
             results.append(method.predict_proba(toy_eval))
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)

@@ -7,12 +7,23 @@ from bayeslora.training.settings import TrainSettings
 
 def test_paper_defaults_and_per_task_values():
     config = IVONConfig()
-    assert (config.lr, config.beta2, config.weight_decay, config.clip_radius, config.rescale_lr) == (
-        0.03, 0.99999, 0.0, 1e-3, False)
+    assert (
+        config.lr,
+        config.beta2,
+        config.weight_decay,
+        config.clip_radius,
+        config.rescale_lr,
+    ) == (0.03, 0.99999, 0.0, 1e-3, False)
     assert (config.mc_samples, config.test_samples) == (1, 10)
-    assert (IVON.make_config("arc_challenge").ess, IVON.make_config("arc_challenge").hess_init) == (1e6, 1e-3)
+    assert (IVON.make_config("arc_challenge").ess, IVON.make_config("arc_challenge").hess_init) == (
+        1e6,
+        1e-3,
+    )
     assert (IVON.make_config("boolq").ess, IVON.make_config("boolq").hess_init) == (1e7, 3e-4)
-    assert (IVON.make_config("winogrande_s").ess, IVON.make_config("winogrande_m").ess) == (1e7, 1e8)
+    assert (IVON.make_config("winogrande_s").ess, IVON.make_config("winogrande_m").ess) == (
+        1e7,
+        1e8,
+    )
     assert IVON.make_config("winogrande_m", {"ess": 5}).ess == 5.0  # user overrides win
 
 
@@ -33,7 +44,9 @@ def test_two_prediction_modes_sum_to_one(toy_classifier, toy_train, toy_eval):
             method.predict_proba(toy_eval, "ivon@median")
 
 
-def test_posterior_averaging_differs_from_the_mean_and_tau_zero_is_the_mean(toy_classifier, toy_train, toy_eval):
+def test_posterior_averaging_differs_from_the_mean_and_tau_zero_is_the_mean(
+    toy_classifier, toy_train, toy_eval
+):
     with toy_classifier(dropout=0.0) as clf:
         # A small ess gives a wide posterior, so the samples visibly move the predictions.
         method = _fit(clf, toy_train, ess=50.0, hess_init=1.0, test_samples=4)
@@ -41,8 +54,12 @@ def test_posterior_averaging_differs_from_the_mean_and_tau_zero_is_the_mean(toy_
         mean = method.predict_proba(toy_eval, "ivon@mean")
         averaged = method.predict_proba(toy_eval, "ivon")
         assert not torch.allclose(mean, averaged, atol=1e-4)
-        torch.testing.assert_close(averaged, method.predict_proba(toy_eval, "ivon"), rtol=0, atol=0)  # seeded
-        assert all(torch.equal(state[n], p) for n, p in clf.lora_named_parameters())  # mean restored
+        torch.testing.assert_close(
+            averaged, method.predict_proba(toy_eval, "ivon"), rtol=0, atol=0
+        )  # seeded
+        assert all(
+            torch.equal(state[n], p) for n, p in clf.lora_named_parameters()
+        )  # mean restored
         method.config.tau = 0.0
         torch.testing.assert_close(method.predict_proba(toy_eval, "ivon"), mean, rtol=0, atol=0)
         assert method.extra_metrics()["posterior_std_mean"] > 0
@@ -53,6 +70,8 @@ def test_mc_samples_run_several_passes_per_step(toy_classifier, toy_train, monke
         calls = []
         forward = clf.forward
         monkeypatch.setattr(clf, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
-        method = IVON(IVONConfig(mc_samples=2), train=TrainSettings(steps=3, batch_size=8, progress=False))
+        method = IVON(
+            IVONConfig(mc_samples=2), train=TrainSettings(steps=3, batch_size=8, progress=False)
+        )
         method.fit(clf, toy_train)
     assert len(calls) == 6

@@ -107,3 +107,9 @@ def test_bad_answer_ids(tiny_model):
     with pytest.raises(ValueError, match="outside the vocabulary"):
         with lora_classifier(tiny_model, [5, 10**7], LoraSettings()):
             pass
+
+
+def test_base_modules_are_registered_once(tiny_model):
+    with lora_classifier(tiny_model, ANSWER_IDS, LoraSettings()) as clf:
+        assert len(list(clf.named_parameters())) == len(list(clf.peft_model.named_parameters()))
+        assert clf.output_layer is tiny_model.get_output_embeddings()

@@ -7,6 +7,9 @@ def test_flatten_nests_and_cuts():
     flat = flatten({"lora": {"r": 8, "targets": ["q_proj"]}, "name": "x", "long": "y" * 7000})
     assert flat["lora.r"] == "8" and flat["lora.targets"] == '["q_proj"]' and flat["name"] == "x"
     assert len(flat["long"]) == 6000
+    assert flatten({"hparams": {"adamw+temperature": {"lr": 1}}}) == {
+        "hparams.adamw_temperature.lr": "1"
+    }
 
 
 def test_default_uri_is_sqlite_in_the_output_dir(tmp_path, monkeypatch):
@@ -17,7 +20,9 @@ def test_default_uri_is_sqlite_in_the_output_dir(tmp_path, monkeypatch):
 
 
 def test_runs_end_finished_failed_or_killed(tmp_path):
-    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", artifact_dir=tmp_path / "art")
+    tracker = MlflowTracker(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", "t", artifact_dir=tmp_path / "art"
+    )
     with tracker.run("ok", params={"a": {"b": 1}}) as ok:
         tracker.log_metrics({"m": 1.0})
     with pytest.raises(RuntimeError):

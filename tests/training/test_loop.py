@@ -42,7 +42,9 @@ def _one_sgd_step(tiny_model, data, batch_size, grad_accum):
                 if "lora_B" in name:
                     p.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
         opt = torch.optim.SGD(clf.lora_parameters(), lr=1.0)
-        settings = TrainSettings(steps=1, batch_size=batch_size, grad_accum=grad_accum, progress=False)
+        settings = TrainSettings(
+            steps=1, batch_size=batch_size, grad_accum=grad_accum, progress=False
+        )
         train_loop(clf, data, opt, settings)
         return clf.lora_state()
 
@@ -83,8 +85,14 @@ def test_evaluation_and_logging_callbacks(tiny_model, data):
     with lora_classifier(tiny_model, ANSWER_IDS, LoraSettings()) as clf:
         opt = torch.optim.AdamW(clf.lora_parameters(), lr=1e-3)
         settings = TrainSettings(steps=4, batch_size=4, eval_every=2, log_every=2, progress=False)
-        history = train_loop(clf, data, opt, settings, evaluate=lambda: {"nll": 1.0},
-                             on_log=lambda step, m: seen.append((step, sorted(m))))
+        history = train_loop(
+            clf,
+            data,
+            opt,
+            settings,
+            evaluate=lambda: {"nll": 1.0},
+            on_log=lambda step, m: seen.append((step, sorted(m))),
+        )
     assert [s for s, _ in seen] == [2, 2, 4, 4]
     assert seen[1][1] == ["val_nll"] and "train_loss" in seen[0][1]
     assert history[0]["step"] == 2 and history[0]["examples_per_s"] > 0

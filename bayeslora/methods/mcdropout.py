@@ -1,0 +1,95 @@
+"""MC Dropout (Gal & Ghahramani 2016) on the LoRA adapters.
+
+Training is plain AdamW with LoRA dropout on (the harness's ``--lora-dropout``, default
+0.1 as the LoRA papers). Prediction keeps dropout on and averages the softmax over
+``test_samples`` stochastic passes.
+
+Which dropout layers are on at test time: ONLY the LoRA dropout layers (the ones on the
+adapters' inputs, ``classifier.lora_dropout_modules()``); the rest of the model stays in
+eval mode, as the MC-dropout baselines of the LoRA papers (Laplace-LoRA, Yang et al.
+2024; SWAG-LoRA, Onal et al. 2024; BLoB, Wang et al. 2024). ``extra_metrics`` records
+how many layers that is and their rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.registry import register_method
+from bayeslora.training.loop import predict_logits
+
+
+@dataclass
+class MCDropoutConfig(AdamWConfig):
+    """AdamW's settings (lr 5e-5, no weight decay: the papers' MAP baseline) plus:
+
+    ``test_samples`` (10): stochastic passes averaged per prediction, the sample count of
+    the MC-dropout baselines in Laplace-LoRA (Yang et al. 2024) and BLoB (Wang et al. 2024)
+    (their baseline descriptions); also what the IVON method here averages, so the sampling
+    methods get the same test-time compute. SWAG-LoRA's dropout evaluation uses 15.
+    The dropout rate is not a field here: it is the harness's LoRA setting
+    (``--lora-dropout``, default 0.1, the LoRA rate of the IVON-LoRA and Laplace-LoRA papers).
+    """
+
+    test_samples: int = 10
+
+
+@register_method("mcdropout")
+class MCDropout(AdamW):
+    """AdamW with LoRA dropout; predicts by averaging stochastic LoRA-dropout passes."""
+
+    Config = MCDropoutConfig
+
+    def prediction_modes(self) -> tuple[str, ...]:
+        # "@map": dropout off, the same weights: the paired deterministic baseline.
+        return (self.name, f"{self.name}@map")
+
+    def fit(self, model, train, val=None) -> None:
+        if self.config.test_samples < 1:
+            raise ValueError(f"test_samples must be >= 1, got {self.config.test_samples}")
+        self.dropout_modules = model.lora_dropout_modules()
+        # peft replaces a p = 0 dropout by nn.Identity, so "no modules" also means p = 0.
+        if not self.dropout_modules or any(m.p <= 0 for m in self.dropout_modules):
+            raise ValueError(
+                "MC Dropout needs --lora-dropout > 0 (e.g. 0.1); "
+                "p = 0 would make every sample identical"
+            )
+        super().fit(model, train, val)
+
+    def predict_proba(self, data, mode=None) -> torch.Tensor:
+        mode = self._check_mode(mode)
+        if mode.endswith("@map"):
+            return super().predict_proba(data, mode)
+        model, batch_size = self.model, self.train_settings.eval_batch_size
+        model.eval()
+        devices = [model.device] if model.device.type == "cuda" else []
+        # nn.Dropout draws from the global RNG: a forked, seeded RNG makes the masks the
+        # same on every call without disturbing anyone else's random stream.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.train_settings.seed)
+            try:
+                for m in self.dropout_modules:
+                    m.train()
+                probs = 0.0
+                for _ in range(self.config.test_samples):
+                    probs = probs + predict_logits(model, data, batch_size).softmax(-1)
+            finally:
+                model.eval()
+        return probs / self.config.test_samples
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        # The tuner's shared LoRA space starts dropout at 0, which MC Dropout refuses.
+        return {
+            **super().search_space(trial),
+            "lora_dropout": trial.suggest_float("lora_dropout", 0.05, 0.3),
+        }
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {
+            "mc_dropout_layers_on": float(len(self.dropout_modules)),
+            "mc_dropout_p": float(self.dropout_modules[0].p),
+        }

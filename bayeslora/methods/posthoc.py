@@ -1,0 +1,104 @@
+"""Post-hoc methods: recalibrate another method's predictions on held-out data.
+
+A post-hoc method ``B`` follows another method ``A`` in a composite name, ``"A+B"``
+(``get_method("ivon+temperature")``). The composite fits ``A`` on the training part, then
+``B`` on the held-out part, once per prediction mode of ``A``; its modes are ``A``'s with
+``"+B"`` appended ("ivon+temperature", "ivon@mean+temperature"). Its hyperparameters are
+``A``'s (``--hp ivon+temperature.ess=1e7``), with ``A``'s per-task defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from bayeslora.methods.base import Method, MethodConfig
+
+
+class PostHocMethod(Method):
+    """Base of methods that may follow ``+``: fit ``inner``, then :meth:`fit_posthoc` on val.
+
+    Subclasses set ``inner`` (what the bare name means, e.g. AdamW for "temperature") and
+    implement :meth:`fit_posthoc` and :meth:`transform` for one inner prediction mode.
+    """
+
+    needs_validation = True
+    inner: ClassVar[type[Method]]  # the method whose predictions are recalibrated
+    posthoc_name: ClassVar[str] = ""  # the suffix in mode names; the registry name if empty
+
+    @classmethod
+    def wrap(cls, inner: type[Method]) -> type[Method]:
+        """A composite class: ``inner`` followed by this post-hoc method (named by the registry)."""
+        suffix = cls.posthoc_name or cls.name
+        return type(
+            f"{inner.__name__}Then{cls.__name__}",
+            (cls,),
+            {
+                "__doc__": f"{inner.name} followed by {suffix} (post-hoc, fitted on held-out data).",
+                "__module__": cls.__module__,
+                "inner": inner,
+                "Config": inner.Config,
+                "task_defaults": inner.task_defaults,
+                "posthoc_name": suffix,
+            },
+        )
+
+    @classmethod
+    def make_config(
+        cls, task: str | None = None, overrides: dict[str, Any] | None = None
+    ) -> MethodConfig:
+        return cls.inner.make_config(task, overrides)  # the inner method may check more (extras)
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        return cls.inner.search_space(trial)
+
+    def __init__(self, config=None, *, train=None, on_log=None):
+        super().__init__(config, train=train, on_log=on_log)
+        self.inner_method = self.inner(self.config, train=self.train_settings, on_log=on_log)
+
+    @property
+    def _suffix(self) -> str:
+        return f"+{self.posthoc_name or self.name}"
+
+    def prediction_modes(self) -> tuple[str, ...]:
+        return tuple(mode + self._suffix for mode in self.inner_method.prediction_modes())
+
+    def fit(self, model, train, val=None) -> None:
+        if val is None or len(val) == 0:
+            raise ValueError(
+                f"{self.name} needs held-out data to fit {self._suffix[1:]} on; the bench holds out "
+                f"--val-fraction of the training data for it (needs_validation=True)"
+            )
+        self.inner_method.fit(model, train, val)
+        self.history = self.inner_method.history
+        for mode in self.inner_method.prediction_modes():
+            self.fit_posthoc(mode, self.inner_method.predict_proba(val, mode), val.labels)
+
+    def predict_proba(self, data, mode: str | None = None) -> Tensor:
+        inner_mode = self._check_mode(mode).removesuffix(self._suffix)
+        return self.transform(inner_mode, self.inner_method.predict_proba(data, inner_mode))
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {**self.inner_method.extra_metrics(), **self.posthoc_metrics()}
+
+    def metric_key(self, prefix: str, inner_mode: str) -> str:
+        """An MLflow-safe metric name per inner mode: "ivon" -> prefix, "ivon@mean" -> prefix_mean."""
+        name = self.inner_method.name
+        rest = inner_mode[len(name) :] if inner_mode.startswith(name) else f"_{inner_mode}"
+        return prefix + re.sub(r"[^\w.\- /]", "_", rest)  # MLflow refuses '@' and '+'
+
+    @abstractmethod
+    def fit_posthoc(self, inner_mode: str, probs: Tensor, labels: Tensor) -> None:
+        """Fit on the inner method's held-out probabilities ``[N, K]`` in ``inner_mode``."""
+
+    @abstractmethod
+    def transform(self, inner_mode: str, probs: Tensor) -> Tensor:
+        """Recalibrated probabilities for the inner method's ``probs`` in ``inner_mode``."""
+
+    def posthoc_metrics(self) -> dict[str, float]:
+        """What the post-hoc fit found, for the run's metrics."""
+        return {}
