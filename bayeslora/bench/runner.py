@@ -19,6 +19,9 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
+
+from bayeslora.bench.comparison import compare_to_baseline, format_comparisons
 from bayeslora.bench.config import BenchConfig
 from bayeslora.methods.registry import get_method
 from bayeslora.metrics import calibration_metrics
@@ -160,6 +163,7 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     with tracker.run(f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}):
         for task_name in cfg.tasks:
             task = prepare_task(cfg, tokenizer, task_name)
+            task_results: list[tuple[ResultRow, torch.Tensor]] = []
             for method_name, method_cls in method_classes.items():
                 hparams, lora = cfg.hparams.get(method_name, {}), cfg.lora_settings()
                 for seed in (["tune"] if tune else []) + list(cfg.seeds):
@@ -170,7 +174,9 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
                         if seed == "tune":
                             hparams, lora = tune(ctx, task, method_cls)
                         else:
-                            rows += _run_one(ctx, task, method_cls, seed, hparams, lora)
+                            results = _run_one(ctx, task, method_cls, seed, hparams, lora)
+                            task_results += results
+                            rows += [row for row, _ in results]
                     except KeyboardInterrupt:
                         print(
                             f"\nbayeslora: interrupted during {label}; {len(rows)} finished result(s) "
@@ -189,6 +195,13 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
                         )
                         if seed == "tune":
                             break  # no tuned parameters: the seeds of this method would mean nothing
+            comparisons = compare_to_baseline(task_results, task.eval_data.labels)
+            if comparisons:
+                text = format_comparisons(comparisons)
+                print(text, file=sys.stderr)
+                tracker.log_dict(comparisons, f"comparison_{task_name}.json")
+                with open(run_dir / "comparison.txt", "a") as f:
+                    f.write(text + "\n")
         tracker.log_text(format_table(rows), "results.txt")
         tracker.log_dict({"rows": [asdict(r) for r in rows], "failures": failures}, "results.json")
     (run_dir / "results.txt").write_text(format_table(rows) + "\n")
@@ -197,7 +210,7 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
 
 def _run_one(
     ctx: BenchContext, task: PreparedTask, method_cls, seed: int, hparams: dict, lora: LoraSettings
-) -> list[ResultRow]:
+) -> list[tuple[ResultRow, torch.Tensor]]:
     """Fit one method with one seed, then score and log each of its prediction modes."""
     cfg, tracker = ctx.cfg, ctx.tracker
     method_config = method_cls.make_config(task.name, hparams)
@@ -279,7 +292,7 @@ def _run_one(
             with open(ctx.run_dir / "results.jsonl", "a") as f:
                 f.write(json.dumps(asdict(row)) + "\n")
             print(format_table([row], header=False), file=sys.stderr)
-            rows.append(row)
+            rows.append((row, probs))
     return rows
 
 

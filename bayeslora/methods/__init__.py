@@ -1,0 +1,26 @@
+"""Methods: one interface (``Method``), a registry, one module per built-in method.
+
+Write a method as a :class:`Method` subclass with a ``Config`` dataclass; register it with
+``@register_method("name")`` in-process, or with an entry point in the group
+``bayeslora.methods`` in an installed package (how the built-ins are registered too).
+"""
+
+from bayeslora.methods.base import LogCallback, Method, MethodConfig
+from bayeslora.methods.registry import (
+    RegistryError,
+    available_methods,
+    describe_methods,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "LogCallback",
+    "Method",
+    "MethodConfig",
+    "RegistryError",
+    "available_methods",
+    "describe_methods",
+    "get_method",
+    "register_method",
+]

@@ -128,10 +128,9 @@ class LogitsView(nn.Module):
     laplace-torch passes dict batches (as ``make_loader`` yields them) whole to the model and
     reads the targets from ``batch["labels"]``; it does not move them to the device.
 
-    Only ``peft_model`` is registered as a submodule. The classifier also registers its
-    decoder under a second name, and ``torch.func.functional_call`` (laplace-torch's
-    Jacobians) swaps the weights of a module reached by two names twice, restoring only one:
-    the model would be left holding dead functorch tensors.
+    Only ``peft_model`` is registered as a submodule, so each weight has exactly one name:
+    ``torch.func.functional_call`` (laplace-torch's Jacobians) swaps the weights of a module
+    reached by two names twice and restores them once, leaving dead functorch tensors.
     """
 
     def __init__(self, classifier: nn.Module):

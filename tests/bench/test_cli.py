@@ -53,6 +53,15 @@ def test_exit_code_and_results_file(bench_run):
         ("ivon@mean", 1),
     ]
     assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in rows)
+    (comparison,) = out.glob("bench-*/comparison.txt")
+    lines = comparison.read_text().splitlines()
+    assert lines[0].startswith("difference to adamw on arc_easy")
+    assert sorted(line.split()[0] + line.split()[2] for line in lines[1:]) == [
+        "ivon0",
+        "ivon1",
+        "ivon@mean0",
+        "ivon@mean1",
+    ]
 
 
 def test_mlflow_holds_parent_and_child_runs(bench_run):
@@ -66,6 +75,18 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
     assert len(parents) == 1 and len(children) == 6
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    comparisons = mlflow.artifacts.load_dict(
+        f"{parents[0].info.artifact_uri}/comparison_arc_easy.json"
+    )
+    assert {(c["method"], c["seed"]) for c in comparisons} == {
+        ("ivon", 0),
+        ("ivon", 1),
+        ("ivon@mean", 0),
+        ("ivon@mean", 1),
+    }
+    assert all(
+        c["accuracy"]["low"] <= c["accuracy"]["diff"] <= c["accuracy"]["high"] for c in comparisons
+    )
 
     ivon = next(c for c in children if c.data.tags["bayeslora.mode"] == "ivon")
     params = ivon.data.params

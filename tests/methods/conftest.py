@@ -10,6 +10,8 @@ import random
 
 import pytest
 
+from tests.cli_helpers import TINY_RUN
+
 ANSWER_IDS = [330, 389]  # " A", " B" in the SmolLM2 tokenizer
 
 
@@ -80,22 +82,7 @@ def run_cli(method: str, output_dir) -> tuple[int, str]:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(
-            [
-                "--methods",
-                method,
-                "--model",
-                "tiny-random-llama",
-                "--quick",
-                "--steps",
-                "5",
-                "--limit-eval",
-                "16",
-                "--no-progress",
-                "--output-dir",
-                str(output_dir),
-            ]
-        )
+        code = main(["--methods", method, *TINY_RUN, "--output-dir", str(output_dir)])
     return code, out.getvalue()
 
 

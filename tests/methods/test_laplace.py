@@ -1,8 +1,6 @@
 """Laplace-LoRA: the Hessian against a closed form, the predictive on the tiny LLM, every
 option, the optional extra, and a CLI run."""
 
-import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +13,7 @@ from bayeslora.models.classifier import LoraSettings, lora_classifier
 from bayeslora.tasks.encoding import TokenizedDataset
 from bayeslora.tasks.spec import Example
 from bayeslora.training.settings import TrainSettings
+from tests.cli_helpers import TINY_RUN, bench_subprocess
 
 pytest.importorskip("laplace")
 
@@ -285,32 +284,12 @@ def test_missing_laplace_torch_fails_before_any_model_is_loaded(monkeypatch, cap
     assert not list(tmp_path.iterdir())  # nothing started, not even the MLflow store
 
 
-def _cli(args, cwd):
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
-    env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "bayeslora.bench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
-
-
 def test_cli_runs_laplace_on_the_tiny_model(tmp_path):
-    run = _cli(
+    run = bench_subprocess(
         [
             "--methods",
             "laplace",
-            "--model",
-            "tiny-random-llama",
-            "--quick",
-            "--steps",
-            "5",
-            "--limit-eval",
-            "16",
-            "--no-progress",
+            *TINY_RUN,
             "--output-dir",
             str(tmp_path / "out"),
             "--hp",

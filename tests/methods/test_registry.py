@@ -1,9 +1,6 @@
 """The registry: decorator, entry points, lazy loading, errors, and a real plugin
 distribution run through the CLI."""
 
-import subprocess
-import sys
-
 import pytest
 
 from bayeslora.methods import registry
@@ -15,6 +12,7 @@ from bayeslora.methods.registry import (
     register_method,
     unregister_method,
 )
+from tests.cli_helpers import TINY_RUN, bench_subprocess
 
 
 class _Dummy(Method):
@@ -79,23 +77,6 @@ def _install_fake_distribution(root, dist, module_code, entry_points):
     )
 
 
-def _cli(args, pythonpath, cwd):
-    env = {"PYTHONPATH": str(pythonpath), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    import os
-
-    for key in ("HOME", "BAYESLORA_CACHE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    return subprocess.run(
-        [sys.executable, "-m", "bayeslora.bench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
-
-
 def test_plugin_distribution_runs_through_the_cli(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -107,35 +88,24 @@ def test_plugin_distribution_runs_through_the_cli(tmp_path):
         {"broken": "brokenplugin_pkg:Broken"},
     )
 
-    listing = _cli(["--list-methods"], site, tmp_path)
+    listing = bench_subprocess(["--list-methods"], tmp_path, pythonpath=site)
     assert listing.returncode == 0, listing.stderr
     assert "plain" in listing.stdout and "plugin thirdparty 1.2.3" in listing.stdout
     assert "adamw" in listing.stdout and "built-in" in listing.stdout
     assert "broken" in listing.stdout and "failed to import" in listing.stdout
     assert "no such dependency" in listing.stderr  # the warning
 
-    run = _cli(
-        [
-            "--methods",
-            "plain",
-            "--model",
-            "tiny-random-llama",
-            "--quick",
-            "--steps",
-            "3",
-            "--limit-eval",
-            "16",
-            "--no-progress",
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
-        site,
+    run = bench_subprocess(
+        ["--methods", "plain", *TINY_RUN, "--output-dir", str(tmp_path / "out")],
         tmp_path,
+        pythonpath=site,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "plain" in run.stdout and "arc_easy" in run.stdout
 
-    broken = _cli(["--methods", "broken", "--model", "tiny-random-llama"], site, tmp_path)
+    broken = bench_subprocess(
+        ["--methods", "broken", "--model", "tiny-random-llama"], tmp_path, pythonpath=site
+    )
     assert broken.returncode == 2
     assert "failed to import" in broken.stderr and "no such dependency" in broken.stderr
 

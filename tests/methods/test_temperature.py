@@ -1,10 +1,7 @@
 """Temperature scaling: the fit against known temperatures, composite names in the registry,
 the composite on the tiny model, and a CLI run."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -25,6 +22,7 @@ from bayeslora.models.classifier import LoraSettings, lora_classifier
 from bayeslora.tasks.encoding import TokenizedDataset
 from bayeslora.tasks.spec import Example
 from bayeslora.training.settings import TrainSettings
+from tests.cli_helpers import TINY_RUN, bench_subprocess
 
 ANSWER_IDS = [330, 389, 340, 422]  # " A", " B", " C", " D"
 SETTINGS = TrainSettings(steps=6, batch_size=4, progress=False, eval_batch_size=8)
@@ -166,32 +164,12 @@ def test_composite_fits_a_temperature_per_mode_and_keeps_the_accuracy(tokenizer,
     assert all(MLFLOW_METRIC_NAME.match(k) for k in metrics)
 
 
-def _cli(args, cwd):
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
-    env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "bayeslora.bench", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
-
-
 def test_cli_runs_adamw_plus_temperature_on_the_tiny_model(tmp_path):
-    run = _cli(
+    run = bench_subprocess(
         [
             "--methods",
             "adamw+temperature",
-            "--model",
-            "tiny-random-llama",
-            "--quick",
-            "--steps",
-            "5",
-            "--limit-eval",
-            "16",
-            "--no-progress",
+            *TINY_RUN,
             "--output-dir",
             str(tmp_path / "out"),
         ],

@@ -1,0 +1,54 @@
+"""Each result against the first method's, per seed: paired bootstrap intervals.
+
+Printed after each task and logged to the parent MLflow run, so that a reader can see at
+once which differences are larger than the evaluation set's sampling noise.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from bayeslora.metrics.bootstrap import paired_bootstrap
+
+
+def compare_to_baseline(
+    results: list[tuple[object, Tensor]], labels: Tensor, n_resamples: int = 1000
+) -> list[dict]:
+    """``results``: (ResultRow, probs) of one task. The baseline is the first row's mode."""
+    if not results:
+        return []
+    baseline = results[0][0].method
+    base_probs = {row.seed: probs for row, probs in results if row.method == baseline}
+    comparisons = []
+    for row, probs in results:
+        if row.method == baseline or row.seed not in base_probs:
+            continue
+        diffs = paired_bootstrap(
+            probs, base_probs[row.seed], labels, n_resamples=n_resamples, seed=row.seed
+        )
+        comparisons.append(
+            {
+                "method": row.method,
+                "baseline": baseline,
+                "task": row.task,
+                "seed": row.seed,
+                **diffs,
+            }
+        )
+    return comparisons
+
+
+def format_comparisons(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    first = comparisons[0]
+    lines = [
+        f"difference to {first['baseline']} on {first['task']} (95% paired bootstrap interval over eval examples):"
+    ]
+    for c in comparisons:
+        cells = "  ".join(
+            f"d{name} {c[name]['diff']:+.4f} [{c[name]['low']:+.4f}, {c[name]['high']:+.4f}]"
+            for name in ("accuracy", "nll", "ece", "brier")
+        )
+        lines.append(f"  {c['method']:<18} seed {c['seed']:<3} {cells}")
+    return "\n".join(lines)

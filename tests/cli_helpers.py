@@ -1,0 +1,35 @@
+"""Running the bench CLI from tests, in a fresh interpreter as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# A smoke run of the whole pipeline on the tiny random model: seconds, not minutes.
+TINY_RUN = [
+    "--model",
+    "tiny-random-llama",
+    "--quick",
+    "--steps",
+    "5",
+    "--limit-eval",
+    "16",
+    "--no-progress",
+]
+
+
+def bench_subprocess(args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
+    """``python -m bayeslora.bench ARGS`` offline, with ``pythonpath`` (a fake site) if given."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
+    env["HF_HUB_OFFLINE"] = "1"
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run(
+        [sys.executable, "-m", "bayeslora.bench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
