@@ -90,3 +90,17 @@ def run_cli(method: str, output_dir) -> tuple[int, str]:
 def bench_cli():
     """``bench_cli("swa", tmp_path)`` runs the bench CLI in-process: (exit code, stdout)."""
     return run_cli
+
+
+def fit_recording_snapshots(method, clf, data) -> list[dict]:
+    """Fit an SWA-family ``method`` and return a copy of every snapshot it collected."""
+    snapshots = []
+    collect = method.collect
+
+    def recording_collect(model):
+        snapshots.append(model.lora_state())
+        collect(model)
+
+    method.collect = recording_collect
+    method.fit(clf, data)
+    return snapshots

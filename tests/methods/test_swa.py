@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bayeslora.methods.swa import SWA, SWAConfig
+from tests.methods.conftest import fit_recording_snapshots
 
 
 def _fit_recording(clf, toy_train, quick_settings, steps=12, **config):
@@ -12,16 +13,7 @@ def _fit_recording(clf, toy_train, quick_settings, steps=12, **config):
         SWAConfig(**{"lr": 1e-2, "swa_lr": 5e-3, **config}),
         train=quick_settings(steps=steps, log_every=1),
     )
-    snapshots = []
-    collect = method.collect
-
-    def recording_collect(model):
-        snapshots.append(model.lora_state())
-        collect(model)
-
-    method.collect = recording_collect
-    method.fit(clf, toy_train)
-    return method, snapshots
+    return method, fit_recording_snapshots(method, clf, toy_train)
 
 
 def test_swa_weights_are_the_mean_of_the_snapshots(toy_classifier, toy_train, quick_settings):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bayeslora.methods.swag import SWAG, SWAGConfig
+from tests.methods.conftest import fit_recording_snapshots
 
 
 def _flat(state):
@@ -16,16 +17,7 @@ def _fit_recording(clf, toy_train, quick_settings, **config):
     """Fit SWAG (12 steps, averaging over the second half) and record every snapshot."""
     config = {"lr": 1e-2, "swa_lr": 5e-3, "swa_start": 0.5, **config}
     method = SWAG(SWAGConfig(**config), train=quick_settings(steps=12))
-    snapshots = []
-    collect = method.collect
-
-    def recording_collect(model):
-        snapshots.append(model.lora_state())
-        collect(model)
-
-    method.collect = recording_collect
-    method.fit(clf, toy_train)
-    return method, snapshots
+    return method, fit_recording_snapshots(method, clf, toy_train)
 
 
 def test_moments_and_deviations_are_those_of_the_snapshots(
