@@ -313,3 +313,18 @@ def test_search_space_covers_prior_method_and_hessian_structure():
     assert all(("prior_precision" in v) == (v["prior_method"] == "fixed") for v in seen)
     for values in seen[:5]:
         LaplaceLoRA.make_config("arc_easy", values)  # every proposal is a valid config
+
+
+def test_jacobian_batch_size_does_not_change_predictions(tiny_model, tokenizer):
+    """Prediction runs one question at a time by default (memory); batching must agree."""
+    from tests.methods.conftest import toy_examples
+
+    data = TokenizedDataset(toy_examples(8), tokenizer, max_length=64)
+    probs = []
+    for jacobian_batch_size in (1, 4):
+        with lora_classifier(tiny_model, ANSWER_IDS, LoraSettings(dropout=0.0), seed=0) as clf:
+            config = LaplaceConfig(link_approx="probit", jacobian_batch_size=jacobian_batch_size)
+            method = LaplaceLoRA(config, train=SETTINGS)
+            method.fit(clf, data)
+            probs.append(method.predict_proba(data, "laplace"))
+    torch.testing.assert_close(probs[0], probs[1], atol=1e-5, rtol=1e-4)
