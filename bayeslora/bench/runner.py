@@ -234,7 +234,7 @@ def _run_one(
         method.fit(classifier, train_data, val_data)
         train_time = time.perf_counter() - start
 
-        rows = []
+        results = []
         for mode in method.prediction_modes():
             start = time.perf_counter()
             probs = method.predict_proba(task.eval_data, mode)
@@ -292,8 +292,8 @@ def _run_one(
             with open(ctx.run_dir / "results.jsonl", "a") as f:
                 f.write(json.dumps(asdict(row)) + "\n")
             print(format_table([row], header=False), file=sys.stderr)
-            rows.append((row, probs))
-    return rows
+            results.append((row, probs))
+    return results
 
 
 def _predictions(data, probs) -> dict:
