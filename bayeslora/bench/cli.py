@@ -1,7 +1,7 @@
 """``python -m bayeslora.bench``: the command line of the harness.
 
-Precedence of settings: built-in defaults < ``--quick`` preset < ``--config`` file <
-flags given on the command line.
+Precedence of settings: built-in defaults < presets (``embedded`` for the packaged default
+model, then ``--quick``) < ``--config`` file < flags given on the command line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,16 @@ import dataclasses
 import sys
 from typing import Any
 
-from bayeslora.bench.config import QUICK_PRESET, BenchConfig, load_config_file, merge_hparams
+from bayeslora.bench.config import (
+    EMBEDDED_PRESET,
+    PRESET_CHOICES,
+    QUICK_PRESET,
+    BenchConfig,
+    load_config_file,
+    merge_hparams,
+    preset_layer,
+    presets_for,
+)
 
 _DEFAULTS = BenchConfig()
 
@@ -68,9 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated seeds; each is a full repeat (default {d.seeds})",
     )
     g.add_argument(
+        "--preset",
+        choices=PRESET_CHOICES,
+        help="settings under the config file and flags. embedded: the offline CPU default, "
+        f"{EMBEDDED_PRESET} (a small training set and learning rates 40x the papers', so that "
+        "a 135M model gets past chance and the methods can differ; see README). none: the "
+        "papers' method defaults on all training data. auto: embedded when --model is the "
+        "packaged default (default auto)",
+    )
+    g.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke preset that finishes in a few minutes on a CPU: {QUICK_PRESET}",
+        help=f"smoke preset that finishes in a few minutes on a CPU, on top of --preset: {QUICK_PRESET}",
     )
     g.add_argument(
         "--config",
@@ -239,31 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> BenchConfig:
     given: dict[str, Any] = vars(args).copy()
-    for flag in ("list_methods", "list_tasks", "config", "quick"):
+    for flag in ("list_methods", "list_tasks", "config", "quick", "preset"):
         given.pop(flag, None)
     cli_hparams: dict[str, dict[str, Any]] = {}
     for method, key, value in given.pop("hp", []):
         cli_hparams.setdefault(method, {})[key] = value
-    layers = [QUICK_PRESET] if getattr(args, "quick", False) else []
-    if getattr(args, "config", None):
-        layers.append(load_config_file(args.config))
-    layers.append(given)
+    file_layer = load_config_file(args.config) if getattr(args, "config", None) else {}
+    choice = getattr(args, "preset", None) or file_layer.pop("preset", "auto")
+    file_layer.pop("preset", None)
+    # The presets depend on the model and methods the file and flags chose.
+    explicit = {**file_layer, **given}
+    names = presets_for(
+        choice, explicit.get("model", _DEFAULTS.model), getattr(args, "quick", False)
+    )
+    methods = explicit.get("methods", _DEFAULTS.methods)
+    layers = [preset_layer(name, methods) for name in names] + [file_layer, given]
     values: dict[str, Any] = {}
     for layer in layers:
         values.update({k: v for k, v in layer.items() if k != "hparams"})
-    methods = values.get("methods", BenchConfig().methods)
-    # The preset's hyperparameters concern the selected methods and their composites
-    # ("ivon+temperature" gets ivon's).
-    if getattr(args, "quick", False):
-        layers[0] = {
-            "hparams": {
-                m: v
-                for preset, v in QUICK_PRESET["hparams"].items()
-                for m in methods
-                if m == preset or m.startswith(preset + "+")
-            }
-        }
     values["hparams"] = merge_hparams(*(layer.get("hparams", {}) for layer in layers), cli_hparams)
+    values["preset"] = "+".join(names) or "none"
     return BenchConfig(**values)
 
 

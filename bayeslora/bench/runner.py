@@ -145,7 +145,11 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
         cfg.experiment,
         artifact_dir=output_dir / "mlartifacts",
     )
-    print(f"bayeslora: results in {run_dir}, MLflow store {tracker.tracking_uri}", file=sys.stderr)
+    print(
+        f"bayeslora: preset {cfg.preset}, {cfg.steps} steps; results in {run_dir}, "
+        f"MLflow store {tracker.tracking_uri}",
+        file=sys.stderr,
+    )
 
     model_settings = cfg.model_settings()
     tokenizer = load_tokenizer(model_settings)

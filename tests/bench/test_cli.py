@@ -169,13 +169,59 @@ def test_config_file_then_flags(tmp_path):
         resolve_config(build_parser().parse_args(["--config", str(config)]))
 
 
+def _resolve(*argv: str):
+    return resolve_config(build_parser().parse_args(list(argv)))
+
+
 def test_quick_preset_only_touches_selected_methods():
-    cfg = resolve_config(build_parser().parse_args(["--quick", "--methods", "adamw"]))
-    assert cfg.steps == 20 and cfg.hparams == {}
-    cfg = resolve_config(build_parser().parse_args(["--quick"]))
-    assert "ivon" in cfg.hparams
-    cfg = resolve_config(build_parser().parse_args(["--quick", "--methods", "ivon+temperature"]))
+    cfg = _resolve("--quick", "--methods", "adamw", "--preset", "none")
+    assert cfg.steps == 20 and cfg.hparams == {} and cfg.preset == "quick"
+    cfg = _resolve("--quick", "--preset", "none")
+    assert cfg.hparams == {"ivon": {"test_samples": 4}}
+    cfg = _resolve("--quick", "--methods", "ivon+temperature", "--preset", "none")
     assert cfg.hparams == {"ivon+temperature": {"test_samples": 4}}
+
+
+def test_embedded_preset_applies_to_the_packaged_default_model_only():
+    cfg = _resolve()
+    assert cfg.preset == "embedded"
+    assert (cfg.steps, cfg.limit_train, cfg.limit_eval) == (200, 240, None)
+    assert cfg.hparams == {"adamw": {"lr": 2e-3}, "ivon": {"lr": pytest.approx(1.2)}}
+    # another model gets the papers' settings unless it asks for the preset
+    cfg = _resolve("--model", "tiny-random-llama")
+    assert (cfg.preset, cfg.steps, cfg.limit_train, cfg.hparams) == ("none", 300, None, {})
+    cfg = _resolve("--model", "tiny-random-llama", "--preset", "embedded", "--quick")
+    assert cfg.preset == "embedded+quick" and cfg.steps == 20
+    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2), "test_samples": 4}
+
+
+def test_embedded_preset_scales_every_builtin_lr_alike():
+    from bayeslora.bench.config import EMBEDDED_LR_SCALE
+    from bayeslora.methods.registry import get_method
+
+    names = ["adamw", "ivon", "mcdropout", "laplace", "swa", "swag", "ensemble"]
+    cfg = _resolve("--methods", ",".join(n + "+temperature" if n == "adamw" else n for n in names))
+    for name in names:
+        key = name + "+temperature" if name == "adamw" else name
+        paper = get_method(name).make_config("arc_easy")
+        assert cfg.hparams[key]["lr"] == pytest.approx(paper.lr * EMBEDDED_LR_SCALE), name
+        if hasattr(paper, "swa_lr"):
+            assert cfg.hparams[key]["swa_lr"] == pytest.approx(paper.swa_lr * EMBEDDED_LR_SCALE)
+
+
+def test_flags_and_config_file_override_the_preset(tmp_path):
+    cfg = _resolve("--steps", "50", "--hp", "adamw.lr=1e-4", "--limit-train", "1000")
+    assert (cfg.steps, cfg.limit_train, cfg.hparams["adamw"]) == (50, 1000, {"lr": "1e-4"})
+    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2)}
+    config = tmp_path / "bench.yaml"
+    config.write_text("preset: none\nsteps: 7\n")
+    cfg = _resolve("--config", str(config))
+    assert (cfg.preset, cfg.steps, cfg.hparams) == ("none", 7, {})
+    cfg = _resolve("--config", str(config), "--preset", "embedded")
+    assert (cfg.preset, cfg.steps, cfg.limit_train) == ("embedded", 7, 240)
+    config.write_text("preset: fast\n")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        _resolve("--config", str(config))
 
 
 def test_help_explains_every_option(capsys):
@@ -195,6 +241,7 @@ def test_help_explains_every_option(capsys):
         "--tracking-uri",
         "--output-dir",
         "--quick",
+        "--preset",
         "--config",
     ):
         assert flag in text
