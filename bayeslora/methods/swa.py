@@ -158,7 +158,7 @@ class SWA(AdamW):
     @classmethod
     def search_space(cls, trial) -> dict:
         return {
-            "lr": trial.suggest_float("lr", 1e-5, 1e-3, log=True),
-            "swa_lr": trial.suggest_float("swa_lr", 1e-6, 1e-3, log=True),
+            "lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),  # as AdamW's
+            "swa_lr": trial.suggest_float("swa_lr", 1e-6, 1e-2, log=True),
             "swa_start": trial.suggest_float("swa_start", 0.5, 0.9),
         }
