@@ -82,9 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings under the config file and flags. embedded: the offline CPU default, "
         f"{EMBEDDED_PRESET} (a small training set and learning rates 40x the papers', so that "
         "AdamW overfits within a CPU budget, the regime where the papers' calibration gains "
-        "arise; see README). none: the "
-        "papers' method defaults on all training data. auto: embedded when --model is the "
-        "packaged default (default auto)",
+        "arise; see README). none: the papers' method defaults on all training data. auto: "
+        "embedded when --model is the packaged default (default auto)",
     )
     g.add_argument(
         "--quick",
@@ -264,8 +263,7 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     for method, key, value in given.pop("hp", []):
         cli_hparams.setdefault(method, {})[key] = value
     file_layer = load_config_file(args.config) if getattr(args, "config", None) else {}
-    choice = getattr(args, "preset", None) or file_layer.pop("preset", "auto")
-    file_layer.pop("preset", None)
+    choice = getattr(args, "preset", file_layer.pop("preset", "auto"))  # the flag wins
     # The presets depend on the model and methods the file and flags chose.
     explicit = {**file_layer, **given}
     names = presets_for(
