@@ -185,7 +185,7 @@ def test_quick_preset_only_touches_selected_methods():
 def test_embedded_preset_applies_to_the_packaged_default_model_only():
     cfg = _resolve()
     assert cfg.preset == "embedded"
-    assert (cfg.steps, cfg.limit_train, cfg.limit_eval) == (200, 240, None)
+    assert (cfg.steps, cfg.limit_train, cfg.limit_eval) == (300, 160, None)
     assert cfg.hparams == {"adamw": {"lr": 2e-3}, "ivon": {"lr": pytest.approx(1.2)}}
     # another model gets the papers' settings unless it asks for the preset
     cfg = _resolve("--model", "tiny-random-llama")
@@ -218,7 +218,7 @@ def test_flags_and_config_file_override_the_preset(tmp_path):
     cfg = _resolve("--config", str(config))
     assert (cfg.preset, cfg.steps, cfg.hparams) == ("none", 7, {})
     cfg = _resolve("--config", str(config), "--preset", "embedded")
-    assert (cfg.preset, cfg.steps, cfg.limit_train) == ("embedded", 7, 240)
+    assert (cfg.preset, cfg.steps, cfg.limit_train) == ("embedded", 7, 160)
     config.write_text("preset: fast\n")
     with pytest.raises(ValueError, match="preset must be one of"):
         _resolve("--config", str(config))
