@@ -23,6 +23,11 @@ import torch
 
 from bayeslora.bench.comparison import compare_to_baseline, format_comparisons
 from bayeslora.bench.config import BenchConfig
+from bayeslora.bench.seed_summary import (
+    differences_over_seeds,
+    format_seed_summary,
+    metrics_over_seeds,
+)
 from bayeslora.methods.registry import get_method
 from bayeslora.metrics import calibration_metrics
 from bayeslora.models.classifier import LoraSettings, lora_classifier
@@ -206,10 +211,25 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
                 tracker.log_dict(comparisons, f"comparison_{task_name}.json")
                 with open(run_dir / "comparison.txt", "a") as f:
                     f.write(text + "\n")
+            if len(cfg.seeds) > 1 and task_results:
+                _report_over_seeds(tracker, run_dir, task_name, task_results, comparisons)
         tracker.log_text(format_table(rows), "results.txt")
         tracker.log_dict({"rows": [asdict(r) for r in rows], "failures": failures}, "results.json")
     (run_dir / "results.txt").write_text(format_table(rows) + "\n")
     return rows, failures
+
+
+def _report_over_seeds(tracker, run_dir: Path, task_name: str, task_results, comparisons):
+    """Mean ± std over seeds of each metric and each difference: what training noise leaves."""
+    summary = {
+        "metrics": metrics_over_seeds(row for row, _ in task_results),
+        "differences": differences_over_seeds(comparisons),
+    }
+    text = format_seed_summary(summary["metrics"], summary["differences"])
+    print(text, file=sys.stderr)
+    tracker.log_dict(summary, f"seeds_{task_name}.json")
+    with open(run_dir / "seeds.txt", "a") as f:
+        f.write(text + "\n")
 
 
 def _run_one(

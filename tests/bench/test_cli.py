@@ -62,6 +62,12 @@ def test_exit_code_and_results_file(bench_run):
         "ivon@mean0",
         "ivon@mean1",
     ]
+    # two seeds: the over-seed summary is written too
+    (seeds,) = out.glob("bench-*/seeds.txt")
+    lines = seeds.read_text().splitlines()
+    assert lines[0] == "over seeds on arc_easy (mean ± std):"
+    assert sorted(line.split()[0] for line in lines[1:4]) == ["adamw", "ivon", "ivon@mean"]
+    assert all(" 2 seeds " in line for line in lines[1:4] + lines[5:])
 
 
 def test_mlflow_holds_parent_and_child_runs(bench_run):
@@ -87,6 +93,11 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
     assert all(
         c["accuracy"]["low"] <= c["accuracy"]["diff"] <= c["accuracy"]["high"] for c in comparisons
     )
+    seeds = mlflow.artifacts.load_dict(f"{parents[0].info.artifact_uri}/seeds_arc_easy.json")
+    assert {(d["method"], tuple(d["seeds"])) for d in seeds["differences"]} == {
+        ("ivon", (0, 1)),
+        ("ivon@mean", (0, 1)),
+    }
 
     ivon = next(c for c in children if c.data.tags["bayeslora.mode"] == "ivon")
     params = ivon.data.params
