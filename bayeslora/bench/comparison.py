@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bayeslora.metrics.bootstrap import paired_bootstrap
+from bayeslora.metrics.bootstrap import METRICS, paired_bootstrap
 
 
 def compare_to_baseline(
@@ -48,7 +48,7 @@ def format_comparisons(comparisons: list[dict]) -> str:
     for c in comparisons:
         cells = "  ".join(
             f"d{name} {c[name]['diff']:+.4f} [{c[name]['low']:+.4f}, {c[name]['high']:+.4f}]"
-            for name in ("accuracy", "nll", "ece", "brier")
+            for name in METRICS
         )
         lines.append(f"  {c['method']:<18} seed {c['seed']:<3} {cells}")
     return "\n".join(lines)

@@ -207,28 +207,26 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
             comparisons = compare_to_baseline(task_results, task.eval_data.labels)
             if comparisons:
                 text = format_comparisons(comparisons)
-                print(text, file=sys.stderr)
-                tracker.log_dict(comparisons, f"comparison_{task_name}.json")
-                with open(run_dir / "comparison.txt", "a") as f:
-                    f.write(text + "\n")
+                _publish(tracker, run_dir, "comparison", task_name, text, comparisons)
             if len(cfg.seeds) > 1 and task_results:
-                _report_over_seeds(tracker, run_dir, task_name, task_results, comparisons)
+                # mean ± std over seeds of each metric and difference: what training noise leaves
+                summary = {
+                    "metrics": metrics_over_seeds(row for row, _ in task_results),
+                    "differences": differences_over_seeds(comparisons),
+                }
+                text = format_seed_summary(summary["metrics"], summary["differences"])
+                _publish(tracker, run_dir, "seeds", task_name, text, summary)
         tracker.log_text(format_table(rows), "results.txt")
         tracker.log_dict({"rows": [asdict(r) for r in rows], "failures": failures}, "results.json")
     (run_dir / "results.txt").write_text(format_table(rows) + "\n")
     return rows, failures
 
 
-def _report_over_seeds(tracker, run_dir: Path, task_name: str, task_results, comparisons):
-    """Mean ± std over seeds of each metric and each difference: what training noise leaves."""
-    summary = {
-        "metrics": metrics_over_seeds(row for row, _ in task_results),
-        "differences": differences_over_seeds(comparisons),
-    }
-    text = format_seed_summary(summary["metrics"], summary["differences"])
+def _publish(tracker, run_dir: Path, kind: str, task_name: str, text: str, payload) -> None:
+    """A per-task report: printed, appended to ``<kind>.txt``, logged as ``<kind>_<task>.json``."""
     print(text, file=sys.stderr)
-    tracker.log_dict(summary, f"seeds_{task_name}.json")
-    with open(run_dir / "seeds.txt", "a") as f:
+    tracker.log_dict(payload, f"{kind}_{task_name}.json")
+    with open(run_dir / f"{kind}.txt", "a") as f:
         f.write(text + "\n")
 
 

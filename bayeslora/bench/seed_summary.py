@@ -17,8 +17,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
-METRICS = ("accuracy", "ece", "nll", "brier")
-DIFFERENCES = ("accuracy", "nll", "ece", "brier")
+from bayeslora.metrics.bootstrap import METRICS as BOOTSTRAPPED
+
+METRICS = ("accuracy", "ece", "nll", "brier")  # the results table's order
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -53,7 +54,7 @@ def differences_over_seeds(comparisons: Iterable[dict]) -> list[dict]:
     for (task, method, baseline), group in groups.items():
         summary = {"task": task, "method": method, "baseline": baseline}
         summary["seeds"] = [c["seed"] for c in group]
-        for name in DIFFERENCES:
+        for name in BOOTSTRAPPED:
             summary[name] = {
                 **_mean_std([c[name]["diff"] for c in group]),
                 "seeds_below_0": sum(c[name]["high"] < 0 for c in group),
@@ -82,7 +83,7 @@ def format_seed_summary(metrics: list[dict], differences: list[dict]) -> str:
             cells = "  ".join(
                 f"d{name} {d[name]['mean']:+.4f} ± {d[name]['std']:.4f} "
                 f"({d[name]['seeds_below_0']}/{d[name]['seeds_above_0']})"
-                for name in DIFFERENCES
+                for name in BOOTSTRAPPED
             )
             lines.append(f"  {d['method']:<18} {len(d['seeds'])} seeds  {cells}")
     return "\n".join(lines)

@@ -1,10 +1,9 @@
 """Over-seed summaries against numpy, on hand-made rows and comparisons."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
+from bayeslora.bench.runner import ResultRow
 from bayeslora.bench.seed_summary import (
     differences_over_seeds,
     format_seed_summary,
@@ -12,24 +11,17 @@ from bayeslora.bench.seed_summary import (
 )
 
 
-@dataclass
-class Row:
-    method: str
-    task: str
-    seed: int
-    accuracy: float
-    ece: float
-    nll: float
-    brier: float
+def _row(method, task, seed, accuracy, ece, nll, brier):
+    return ResultRow(method, task, seed, accuracy, ece, nll, brier, 0.0, 1.0, 1.0, "run")
 
 
 ROWS = [
-    Row("adamw", "arc_easy", 0, 0.25, 0.50, 3.2, 1.20),
-    Row("ivon", "arc_easy", 0, 0.27, 0.40, 2.5, 1.02),
-    Row("adamw", "arc_easy", 1, 0.26, 0.52, 3.3, 1.25),
-    Row("ivon", "arc_easy", 1, 0.26, 0.38, 2.2, 0.98),
-    Row("adamw", "arc_easy", 2, 0.22, 0.45, 2.9, 1.10),
-    Row("ivon", "arc_easy", 2, 0.24, 0.41, 2.6, 1.05),
+    _row("adamw", "arc_easy", 0, 0.25, 0.50, 3.2, 1.20),
+    _row("ivon", "arc_easy", 0, 0.27, 0.40, 2.5, 1.02),
+    _row("adamw", "arc_easy", 1, 0.26, 0.52, 3.3, 1.25),
+    _row("ivon", "arc_easy", 1, 0.26, 0.38, 2.2, 0.98),
+    _row("adamw", "arc_easy", 2, 0.22, 0.45, 2.9, 1.10),
+    _row("ivon", "arc_easy", 2, 0.24, 0.41, 2.6, 1.05),
 ]
 
 
