@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 from typing import Any
 
 from bayeslora.bench.config import (
@@ -245,6 +247,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
+    g = p.add_argument_group(
+        "resume",
+        "a cell (task, method, seed and every setting that shapes its result) is skipped when "
+        "the MLflow store already has a FINISHED result of it for every prediction mode, and "
+        "its stored results are reported as if it had run",
+    )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun every cell, even those the store has finished",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="save the training state (adapter, optimizer, scheduler, RNG, data position) every "
+        "N steps under <output-dir>/checkpoints/<cell key>; a rerun after a crash continues a "
+        "half-trained cell from there (default 0: no checkpoints)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep a finished cell's checkpoints (default: removed once its results are stored)",
+    )
+
     g = p.add_argument_group("information")
     g.add_argument(
         "--list-methods",
@@ -279,6 +305,14 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(**values)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C: runs in flight end KILLED, finished ones stay."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "list_methods", False):
@@ -295,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bayeslora._optional import OptionalDependencyError
-    from bayeslora.bench.runner import format_table, run_bench
+    from bayeslora.bench.results import format_table
+    from bayeslora.bench.runner import run_bench
     from bayeslora.methods.registry import RegistryError
 
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         cfg = resolve_config(args)
         tuner = None
@@ -311,8 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, OptionalDependencyError, ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        return 143  # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:
         return 130
+    finally:
+        if on_main_thread:  # main() may run inside another program (tests, a notebook)
+            signal.signal(signal.SIGTERM, previous)
     print(format_table(rows))
     if failures:
         print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)

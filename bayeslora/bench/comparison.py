@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bayeslora.metrics.bootstrap import METRICS, paired_bootstrap
+from bayeslora.metrics.bootstrap import paired_bootstrap
+from bayeslora.metrics.registry import bootstrap_metrics
 
 
 def compare_to_baseline(
@@ -17,18 +18,18 @@ def compare_to_baseline(
     """``results``: (ResultRow, probs) of one task. The baseline is the first row's mode."""
     if not results:
         return []
-    baseline = results[0][0].method
-    base_probs = {row.seed: probs for row, probs in results if row.method == baseline}
+    baseline = results[0][0].mode
+    base_probs = {row.seed: probs for row, probs in results if row.mode == baseline}
     comparisons = []
     for row, probs in results:
-        if row.method == baseline or row.seed not in base_probs:
+        if row.mode == baseline or row.seed not in base_probs:
             continue
         diffs = paired_bootstrap(
             probs, base_probs[row.seed], labels, n_resamples=n_resamples, seed=row.seed
         )
         comparisons.append(
             {
-                "method": row.method,
+                "mode": row.mode,
                 "baseline": baseline,
                 "task": row.task,
                 "seed": row.seed,
@@ -47,8 +48,9 @@ def format_comparisons(comparisons: list[dict]) -> str:
     ]
     for c in comparisons:
         cells = "  ".join(
-            f"d{name} {c[name]['diff']:+.4f} [{c[name]['low']:+.4f}, {c[name]['high']:+.4f}]"
-            for name in METRICS
+            f"d{m.name} {c[m.name]['diff']:+{m.fmt}} "
+            f"[{c[m.name]['low']:+{m.fmt}}, {c[m.name]['high']:+{m.fmt}}]"
+            for m in bootstrap_metrics()
         )
-        lines.append(f"  {c['method']:<18} seed {c['seed']:<3} {cells}")
+        lines.append(f"  {c['mode']:<18} seed {c['seed']:<3} {cells}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayeslora.methods.registry import split_method_name
 from bayeslora.models.classifier import LoraSettings
 from bayeslora.models.loading import ModelSettings
 from bayeslora.models.packaged import DEFAULT_MODEL
@@ -76,6 +77,16 @@ class BenchConfig:
     experiment: str = "bayeslora"
     save_adapters: bool = True
     progress: bool = True
+    # resume: a cell whose key has a FINISHED result per mode in the store is reused
+    force: bool = False  # rerun every cell even if the store has it finished
+    checkpoint_every: int = 0  # save mid-training state every N steps (0: never)
+    keep_checkpoints: bool = False  # keep a finished cell's checkpoints (default: removed)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ValueError(
+                f"--checkpoint-every must be >= 0 steps (0: no checkpoints), got {self.checkpoint_every}"
+            )
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(
@@ -173,10 +184,9 @@ def preset_layer(name: str, methods: list[str]) -> dict[str, Any]:
     """
     preset = PRESETS[name]
     hparams = {
-        method: dict(values)
-        for base, values in preset.get("hparams", {}).items()
+        method: dict(preset["hparams"][split_method_name(method)[0]])
         for method in methods
-        if method == base or method.startswith(base + "+")
+        if split_method_name(method)[0] in preset.get("hparams", {})
     }
     return {**preset, "hparams": hparams}
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
-from bayeslora.metrics.bootstrap import METRICS as BOOTSTRAPPED
-
-METRICS = ("accuracy", "ece", "nll", "brier")  # the results table's order
+from bayeslora.metrics.registry import bootstrap_metrics, table_metrics
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -29,32 +27,35 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def metrics_over_seeds(rows: Iterable) -> list[dict]:
-    """Per (task, mode) of ``rows`` (ResultRow-like): seeds and mean/std of each metric."""
+    """Per (task, mode) of ``rows`` (``.task``, ``.mode``, ``.seed``, ``.metrics`` a
+    ``{name: float}``): the seeds and the mean/std of each table metric of the registry."""
+    names = [m.name for m in table_metrics()]
     groups: dict[tuple[str, str], list] = {}
     for row in rows:
-        groups.setdefault((row.task, row.method), []).append(row)
+        groups.setdefault((row.task, row.mode), []).append(row)
     return [
         {
             "task": task,
-            "method": method,
+            "mode": mode,
             "seeds": [r.seed for r in group],
-            **{name: _mean_std([getattr(r, name) for r in group]) for name in METRICS},
+            **{name: _mean_std([r.metrics[name] for r in group]) for name in names},
         }
-        for (task, method), group in groups.items()
+        for (task, mode), group in groups.items()
     ]
 
 
 def differences_over_seeds(comparisons: Iterable[dict]) -> list[dict]:
-    """Per (task, mode) of ``compare_to_baseline`` output: mean/std of each difference over
-    seeds, and the number of seeds whose interval lies below 0 and above 0."""
+    """Per (task, mode) of ``compare_to_baseline`` output: mean/std of each bootstrapped
+    difference over seeds, and the number of seeds whose interval lies below 0 and above 0."""
+    names = [m.name for m in bootstrap_metrics()]
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for c in comparisons:
-        groups.setdefault((c["task"], c["method"], c["baseline"]), []).append(c)
+        groups.setdefault((c["task"], c["mode"], c["baseline"]), []).append(c)
     summaries = []
-    for (task, method, baseline), group in groups.items():
-        summary = {"task": task, "method": method, "baseline": baseline}
+    for (task, mode, baseline), group in groups.items():
+        summary = {"task": task, "mode": mode, "baseline": baseline}
         summary["seeds"] = [c["seed"] for c in group]
-        for name in BOOTSTRAPPED:
+        for name in names:
             summary[name] = {
                 **_mean_std([c[name]["diff"] for c in group]),
                 "seeds_below_0": sum(c[name]["high"] < 0 for c in group),
@@ -71,9 +72,11 @@ def format_seed_summary(metrics: list[dict], differences: list[dict]) -> str:
     lines = [f"over seeds on {task} (mean ± std):"]
     for m in metrics:
         cells = "  ".join(
-            f"{name} {m[name]['mean']:.4f} ± {m[name]['std']:.4f}" for name in METRICS
+            f"{metric.name} {m[metric.name]['mean']:{metric.fmt}} "
+            f"± {m[metric.name]['std']:{metric.fmt}}"
+            for metric in table_metrics()
         )
-        lines.append(f"  {m['method']:<18} {len(m['seeds'])} seeds  {cells}")
+        lines.append(f"  {m['mode']:<18} {len(m['seeds'])} seeds  {cells}")
     if differences:
         lines.append(
             f"difference to {differences[0]['baseline']} over seeds (mean ± std; "
@@ -81,9 +84,10 @@ def format_seed_summary(metrics: list[dict], differences: list[dict]) -> str:
         )
         for d in differences:
             cells = "  ".join(
-                f"d{name} {d[name]['mean']:+.4f} ± {d[name]['std']:.4f} "
-                f"({d[name]['seeds_below_0']}/{d[name]['seeds_above_0']})"
-                for name in BOOTSTRAPPED
+                f"d{metric.name} {d[metric.name]['mean']:+{metric.fmt}} "
+                f"± {d[metric.name]['std']:{metric.fmt}} "
+                f"({d[metric.name]['seeds_below_0']}/{d[metric.name]['seeds_above_0']})"
+                for metric in bootstrap_metrics()
             )
-            lines.append(f"  {d['method']:<18} {len(d['seeds'])} seeds  {cells}")
+            lines.append(f"  {d['mode']:<18} {len(d['seeds'])} seeds  {cells}")
     return "\n".join(lines)

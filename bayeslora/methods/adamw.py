@@ -8,7 +8,7 @@ import torch
 
 from bayeslora.methods.base import Method, MethodConfig
 from bayeslora.methods.registry import register_method
-from bayeslora.training.loop import predict_logits, train_loop
+from bayeslora.training.loop import predict_logits
 
 
 @dataclass
@@ -38,14 +38,7 @@ class AdamW(Method):
             betas=(self.config.beta1, self.config.beta2),
             eps=self.config.eps,
         )
-        self.history = train_loop(
-            model,
-            train,
-            optimizer,
-            self.train_settings,
-            evaluate=self._evaluator(val),
-            on_log=self.on_log,
-        )
+        self.history = self.training_loop(model, train, optimizer, val)
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
         self._check_mode(mode)

@@ -4,11 +4,15 @@ Lifecycle (one instance per run)::
 
     method = get_method("ivon")(config, train=TrainSettings(steps=500, seed=0))
     method.fit(classifier, train_data, val_data)         # trains the LoRA adapter
-    for mode in method.prediction_modes():               # e.g. "ivon@mean", "ivon"
+    for mode in method.modes():                          # PredictionMode values
         probs = method.predict_proba(eval_data, mode)    # [N, K], rows sum to one
 
 Hyperparameters are a typed dataclass (``Config``) with defaults; ``search_space``
 proposes values for them from an optuna trial, so the tuner needs no special cases.
+
+A method that trains with gradients calls :meth:`Method.training_loop`, which wires the
+shared loop to the harness: training logs (``on_log``), evaluation during training
+(``--eval-every``, pruning) and mid-run checkpoints (``--checkpoint-every``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from bayeslora.methods.modes import PredictionMode, as_mode
 from bayeslora.models.classifier import AnswerTokenClassifier
+from bayeslora.training.checkpoint import Checkpointer
+from bayeslora.training.loop import LogCallback, check_finite, train_loop
 from bayeslora.training.settings import TrainSettings
 
-# Called with (step, metrics) for training logs ("train_loss", ...) and for each evaluation
-# during training ("val_nll", "val_accuracy", ...); the bench logs
-# them to MLflow and the tuner reports them to optuna (and may raise TrialPruned).
-LogCallback = Callable[[int, dict[str, float]], None]
+__all__ = ["LogCallback", "Method", "MethodConfig"]
 
 
 @dataclasses.dataclass
@@ -85,6 +89,10 @@ class Method(ABC):
     # Methods that need held-out data (e.g. to tune a temperature) set this; the
     # harness then carves a seeded validation part out of the training data.
     needs_validation: ClassVar[bool] = False
+    # Whether a checkpoint saved by training_loop lets an interrupted fit continue. A
+    # method whose state outlives one loop (the members of an ensemble) sets False, and
+    # the harness then says that an interrupted cell restarts.
+    checkpointable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -101,6 +109,8 @@ class Method(ABC):
         self.train_settings = train if train is not None else TrainSettings()
         self.on_log = on_log
         self.history: list[dict[str, float]] = []  # training log: one dict per logged step
+        # Set by the harness before fit (--checkpoint-every); training_loop uses it.
+        self.checkpointer: Checkpointer | None = None
 
     @abstractmethod
     def fit(self, model: AnswerTokenClassifier, train, val=None) -> None:
@@ -110,9 +120,40 @@ class Method(ABC):
     def predict_proba(self, data, mode: str | None = None) -> Tensor:
         """Class probabilities ``[N, K]`` for ``data`` in its order; rows sum to one."""
 
-    def prediction_modes(self) -> tuple[str, ...]:
-        """The prediction modes this method reports, each logged as its own result row."""
-        return (self.name,)
+    def prediction_modes(self) -> tuple[PredictionMode | str, ...]:
+        """The prediction modes this method reports, each logged as its own result row.
+
+        Override to declare several (``PredictionMode`` values, or plain names, which are
+        POINT modes); the default is one POINT mode named after the method.
+        """
+        return (PredictionMode(self.name),)
+
+    def modes(self) -> tuple[PredictionMode, ...]:
+        """:meth:`prediction_modes` as ``PredictionMode`` values (what the harness reads)."""
+        return tuple(as_mode(m) for m in self.prediction_modes())
+
+    def training_loop(self, model, train, optimizer, val=None, **loop_options) -> list[dict]:
+        """The shared training loop (``bayeslora.training.loop.train_loop``) with the
+        harness's wiring: ``on_log``, evaluation on ``val`` every ``--eval-every`` steps
+        (what the tuner prunes on) and checkpoints, including this method's
+        :meth:`checkpoint_state`. ``loop_options``: ``sample_context``,
+        ``samples_per_batch``, ``after_step``, or replacements for ``evaluate``/``on_log``."""
+        options = {
+            "evaluate": self._evaluator(val),
+            "on_log": self.on_log,
+            "checkpoint": self.checkpointer,
+            "state": self,
+            **loop_options,
+        }
+        return train_loop(model, train, optimizer, self.train_settings, **options)
+
+    def checkpoint_state(self) -> Any:
+        """State of this method that changes during training, beyond the adapter and the
+        optimizer (which the loop saves itself): tensors, dicts, lists, numbers or None."""
+        return None
+
+    def load_checkpoint_state(self, state: Any) -> None:  # noqa: B027 (optional hook)
+        """Restore what :meth:`checkpoint_state` returned."""
 
     def extra_metrics(self) -> dict[str, float]:
         """Method-specific numbers worth logging (fit memory, time of a Laplace fit, ...)."""
@@ -127,7 +168,8 @@ class Method(ABC):
         """Calibration metrics of the primary prediction mode on ``data`` (used during training)."""
         from bayeslora.metrics import calibration_metrics
 
-        return calibration_metrics(self.predict_proba(data), data.labels)
+        probs = check_finite(self.predict_proba(data), "validation predictions")
+        return calibration_metrics(probs, data.labels)
 
     def _evaluator(self, val) -> Callable[[], dict[str, float]] | None:
         return (lambda: self.validation_metrics(val)) if val is not None else None
@@ -139,9 +181,14 @@ class Method(ABC):
         """Config from the method's defaults, then its per-task defaults, then ``overrides``."""
         return cls.Config.from_dict({**cls.task_defaults.get(task or "", {}), **(overrides or {})})
 
-    def _check_mode(self, mode: str | None) -> str:
-        modes = self.prediction_modes()
-        mode = modes[0] if mode is None else mode
-        if mode not in modes:
-            raise ValueError(f"{self.name} has no prediction mode '{mode}'; it has {list(modes)}")
-        return mode
+    def _check_mode(self, mode: PredictionMode | str | None) -> PredictionMode:
+        """The declared mode that ``mode`` (a mode, its name, or None: the first) names."""
+        modes = self.modes()
+        if mode is None:
+            return modes[0]
+        name = mode.name if isinstance(mode, PredictionMode) else mode
+        for declared in modes:
+            if declared.name == name:
+                return declared
+        names = [m.name for m in modes]
+        raise ValueError(f"{self.name} has no prediction mode '{name}'; it has {names}")

@@ -11,6 +11,10 @@ seeds drawn from numpy's SeedSequence((seed, i)), so they repeat per run seed bu
 coincide with another run seed's members. After fit and after each prediction the model
 holds member 0's adapter (what --save-adapters stores).
 
+Checkpoints: an interrupted ensemble restarts its cell (``checkpointable = False``; the
+harness says so in the run log). Each member is its own training run, so mid-cell
+checkpoints would have to track the member index as well; not done.
+
 LoRA ensembles are a baseline of Laplace-LoRA (Yang et al. 2024), SWAG-LoRA (Onal et al.
 2024) and BLoB (Wang et al. 2024).
 """
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
 
@@ -42,6 +47,10 @@ class DeepEnsemble(AdamW):
     """M independently initialised and trained LoRA adapters; averages their probabilities."""
 
     Config = EnsembleConfig
+    checkpointable = False  # see the module docstring
+
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return (PredictionMode(self.name, ModeKind.SAMPLED, samples=self.config.members),)
 
     def fit(self, model, train, val=None) -> None:
         if self.config.members < 1:

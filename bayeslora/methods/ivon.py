@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from bayeslora.methods.base import Method, MethodConfig
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.optim import IVON as IVONOptimizer
-from bayeslora.training.loop import predict_logits, train_loop
+from bayeslora.training.loop import predict_logits
 
 
 @dataclass
@@ -50,8 +51,11 @@ class IVON(Method):
         "winogrande_m": {"ess": 1e8, "hess_init": 3e-4},
     }
 
-    def prediction_modes(self) -> tuple[str, ...]:
-        return (self.name, f"{self.name}@mean")
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return (
+            PredictionMode(self.name, ModeKind.SAMPLED, samples=self.config.test_samples),
+            PredictionMode(f"{self.name}@mean", ModeKind.MEAN),
+        )
 
     def fit(self, model, train, val=None) -> None:
         c = self.config
@@ -68,22 +72,21 @@ class IVON(Method):
             clip_radius=c.clip_radius,
             rescale_lr=c.rescale_lr,
         )
-        self.history = train_loop(
+        # The optimizer state (Hessian, momentum, step count) is what a checkpoint keeps.
+        self.history = self.training_loop(
             model,
             train,
             self.optimizer,
-            self.train_settings,
+            val,
             sample_context=lambda: self.optimizer.sampled_params(train=True),
             samples_per_batch=c.mc_samples,
-            evaluate=self._evaluator(val),
-            on_log=self.on_log,
         )
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
         mode = self._check_mode(mode)
         self.model.eval()
         batch_size = self.train_settings.eval_batch_size
-        if mode.endswith("@mean") or self.config.tau == 0:
+        if mode.kind is ModeKind.MEAN or self.config.tau == 0:
             return predict_logits(self.model, data, batch_size).softmax(-1)
         # A fixed generator: the same posterior samples every time this is called.
         generator = torch.Generator(device=self.model.device).manual_seed(self.train_settings.seed)

@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from bayeslora._optional import require
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.tasks.encoding import make_loader
-from bayeslora.training.loop import predict_logits
+from bayeslora.training.loop import check_finite, predict_logits
 
 
 class HessianStructure(StrEnum):
@@ -275,8 +276,11 @@ class LaplaceLoRA(AdamW):
         self.la = None
         self.costs: dict[str, float] = {}
 
-    def prediction_modes(self) -> tuple[str, ...]:
-        return (self.name, f"{self.name}@map")
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return (
+            PredictionMode(self.name, ModeKind.POSTERIOR),
+            PredictionMode(f"{self.name}@map", ModeKind.POINT),
+        )
 
     @classmethod
     def make_config(cls, task=None, overrides=None):
@@ -318,7 +322,7 @@ class LaplaceLoRA(AdamW):
     def predict_proba(self, data, mode=None) -> Tensor:
         mode = self._check_mode(mode)
         self.model.eval()
-        if mode.endswith("@map"):
+        if mode.kind is ModeKind.POINT:
             return predict_logits(self.model, data, self.train_settings.eval_batch_size).softmax(-1)
         if self.la is None:
             raise RuntimeError(
@@ -339,8 +343,10 @@ class LaplaceLoRA(AdamW):
         from bayeslora.metrics import calibration_metrics
 
         # During AdamW training (--eval-every) there is no posterior yet: score the MAP.
-        mode = self.name if self.la is not None else f"{self.name}@map"
-        return calibration_metrics(self.predict_proba(data, mode), data.labels)
+        posterior, map_mode = self.modes()
+        mode = posterior if self.la is not None else map_mode
+        probs = check_finite(self.predict_proba(data, mode), "validation predictions")
+        return calibration_metrics(probs, data.labels)
 
     @classmethod
     def search_space(cls, trial) -> dict:

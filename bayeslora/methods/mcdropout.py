@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
 
@@ -43,9 +44,12 @@ class MCDropout(AdamW):
 
     Config = MCDropoutConfig
 
-    def prediction_modes(self) -> tuple[str, ...]:
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
         # "@map": dropout off, the same weights: the paired deterministic baseline.
-        return (self.name, f"{self.name}@map")
+        return (
+            PredictionMode(self.name, ModeKind.SAMPLED, samples=self.config.test_samples),
+            PredictionMode(f"{self.name}@map", ModeKind.POINT),
+        )
 
     def fit(self, model, train, val=None) -> None:
         if self.config.test_samples < 1:
@@ -61,7 +65,7 @@ class MCDropout(AdamW):
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
         mode = self._check_mode(mode)
-        if mode.endswith("@map"):
+        if mode.kind is ModeKind.POINT:
             return super().predict_proba(data, mode)
         model, batch_size = self.model, self.train_settings.eval_batch_size
         model.eval()

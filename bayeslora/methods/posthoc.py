@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from bayeslora.methods.base import Method, MethodConfig
+from bayeslora.methods.modes import PredictionMode
 
 
 class PostHocMethod(Method):
@@ -42,6 +43,7 @@ class PostHocMethod(Method):
                 "inner": inner,
                 "Config": inner.Config,
                 "task_defaults": inner.task_defaults,
+                "checkpointable": inner.checkpointable,
                 "posthoc_name": suffix,
             },
         )
@@ -61,42 +63,44 @@ class PostHocMethod(Method):
         self.inner_method = self.inner(self.config, train=self.train_settings, on_log=on_log)
 
     @property
-    def _suffix(self) -> str:
-        return f"+{self.posthoc_name or self.name}"
+    def _step_name(self) -> str:
+        return self.posthoc_name or self.name
 
-    def prediction_modes(self) -> tuple[str, ...]:
-        return tuple(mode + self._suffix for mode in self.inner_method.prediction_modes())
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return tuple(mode.then(self._step_name) for mode in self.inner_method.modes())
 
     def fit(self, model, train, val=None) -> None:
         if val is None or len(val) == 0:
             raise ValueError(
-                f"{self.name} needs held-out data to fit {self._suffix[1:]} on; the bench holds out "
+                f"{self.name} needs held-out data to fit {self._step_name} on; the bench holds out "
                 f"--val-fraction of the training data for it (needs_validation=True)"
             )
+        self.inner_method.checkpointer = self.checkpointer  # the inner fit is the training
         self.inner_method.fit(model, train, val)
         self.history = self.inner_method.history
-        for mode in self.inner_method.prediction_modes():
+        for mode in self.inner_method.modes():
             self.fit_posthoc(mode, self.inner_method.predict_proba(val, mode), val.labels)
 
-    def predict_proba(self, data, mode: str | None = None) -> Tensor:
-        inner_mode = self._check_mode(mode).removesuffix(self._suffix)
+    def predict_proba(self, data, mode: PredictionMode | str | None = None) -> Tensor:
+        inner_mode = self._check_mode(mode).inner
         return self.transform(inner_mode, self.inner_method.predict_proba(data, inner_mode))
 
     def extra_metrics(self) -> dict[str, float]:
         return {**self.inner_method.extra_metrics(), **self.posthoc_metrics()}
 
-    def metric_key(self, prefix: str, inner_mode: str) -> str:
-        """An MLflow-safe metric name per inner mode: "ivon" -> prefix, "ivon@mean" -> prefix_mean."""
-        name = self.inner_method.name
-        rest = inner_mode[len(name) :] if inner_mode.startswith(name) else f"_{inner_mode}"
-        return prefix + re.sub(r"[^\w.\- /]", "_", rest)  # MLflow refuses '@' and '+'
+    def metric_key(self, prefix: str, inner_mode: PredictionMode) -> str:
+        """An MLflow-safe metric name per inner mode: the first inner mode ("ivon") gets
+        ``prefix``, the others ``prefix_<mode name>`` ("temperature_ivon_mean")."""
+        if inner_mode == self.inner_method.modes()[0]:
+            return prefix
+        return f"{prefix}_" + re.sub(r"[^\w.\- /]", "_", inner_mode.name)  # MLflow refuses '@'
 
     @abstractmethod
-    def fit_posthoc(self, inner_mode: str, probs: Tensor, labels: Tensor) -> None:
+    def fit_posthoc(self, inner_mode: PredictionMode, probs: Tensor, labels: Tensor) -> None:
         """Fit on the inner method's held-out probabilities ``[N, K]`` in ``inner_mode``."""
 
     @abstractmethod
-    def transform(self, inner_mode: str, probs: Tensor) -> Tensor:
+    def transform(self, inner_mode: PredictionMode, probs: Tensor) -> Tensor:
         """Recalibrated probabilities for the inner method's ``probs`` in ``inner_mode``."""
 
     def posthoc_metrics(self) -> dict[str, float]:

@@ -103,9 +103,10 @@ def available_methods() -> dict[str, str]:
 def get_method(name: str) -> type[Method]:
     """The :class:`Method` class registered as ``name``, importing its module if needed."""
     _read_entry_points()
-    entry = _entries.get(name)
-    if entry is None and "+" in name:
+    base, posthoc = split_method_name(name)
+    if posthoc:
         return _composite(name)
+    entry = _entries.get(base)
     if entry is None:
         known = sorted(_entries)
         close = difflib.get_close_matches(name, known, n=1)
@@ -129,26 +130,35 @@ def get_method(name: str) -> type[Method]:
     return entry.cls
 
 
+def split_method_name(name: str) -> tuple[str, tuple[str, ...]]:
+    """``"ivon+temperature"`` -> ``("ivon", ("temperature",))``: a method and the post-hoc
+    steps after it. The one place where a user's method name is taken apart."""
+    base, *posthoc = name.split("+")
+    if not base or not all(posthoc):
+        raise RegistryError(
+            f"'{name}' is not a method name: a composite is METHOD+POSTHOC, e.g. adamw+temperature"
+        )
+    return base, tuple(posthoc)
+
+
 def _composite(name: str) -> type[Method]:
     """``"A+B"``: method A, then the post-hoc method B fitted on held-out data."""
     from bayeslora.methods.posthoc import PostHocMethod
 
     cls = _composites.get(name)
     if cls is None:
-        inner_name, _, posthoc_name = name.rpartition("+")
-        if not inner_name or not posthoc_name:
-            raise RegistryError(
-                f"'{name}' is not a method name: a composite is METHOD+POSTHOC, e.g. adamw+temperature"
-            )
-        inner = get_method(inner_name)  # "A+B+C" is ("A+B")+C
-        posthoc = get_method(posthoc_name)
-        if not issubclass(posthoc, PostHocMethod):
-            raise RegistryError(
-                f"'{posthoc_name}' cannot follow '+' (in '{name}'): only post-hoc methods such as "
-                f"temperature can"
-            )
-        cls = posthoc.wrap(inner)
-        cls.name = name
+        base, steps = split_method_name(name)
+        cls = get_method(base)
+        for step in steps:  # "A+B+C" is ("A+B")+C
+            posthoc = get_method(step)
+            if not issubclass(posthoc, PostHocMethod):
+                raise RegistryError(
+                    f"'{step}' cannot follow '+' (in '{name}'): only post-hoc methods such as "
+                    f"temperature can"
+                )
+            inner_name = cls.name
+            cls = posthoc.wrap(cls)
+            cls.name = f"{inner_name}+{step}"
         _composites[name] = cls
     return cls
 

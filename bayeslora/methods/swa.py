@@ -20,9 +20,10 @@ import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.metrics import calibration_metrics
-from bayeslora.training.loop import predict_logits, train_loop
+from bayeslora.training.loop import check_finite, predict_logits
 
 
 @dataclass
@@ -57,6 +58,9 @@ class SWA(AdamW):
     Config = SWAConfig
     min_snapshots = 1  # SWAG needs two, for a variance
 
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return (PredictionMode(self.name, ModeKind.MEAN),)  # the weight average
+
     def fit(self, model, train, val=None) -> None:
         c, steps = self.config, self.train_settings.steps
         if not 0 < c.swa_start < 1:
@@ -89,15 +93,9 @@ class SWA(AdamW):
         # One train_loop run with the SWA phase in after_step (SWALR and the snapshots): the
         # data order and dropout masks stay those of the AdamW run. Two train_loop calls
         # would restart both, and the second would still bring its own linear schedule.
-        self.history = []
-        train_loop(
-            model,
-            train,
-            self.optimizer,
-            self.train_settings,
-            after_step=self._after_step,
-            evaluate=self._evaluator(val),
-            on_log=self._log,
+        # The loop logs the optimizer's lr, which in the SWA phase is SWALR's.
+        self.history = self.training_loop(
+            model, train, self.optimizer, val, after_step=self._after_step
         )
         self.last_state = model.lora_state()  # the last iterate, kept for comparisons
         model.load_lora_state(self.swa_state)
@@ -107,12 +105,7 @@ class SWA(AdamW):
             return
         if self.swa_scheduler is None:
             # Anneals from the lr the linear schedule has reached to swa_lr.
-            self.swa_scheduler = SWALR(
-                self.optimizer,
-                swa_lr=self.config.swa_lr,
-                anneal_epochs=self.config.anneal_steps,
-                anneal_strategy=self.config.anneal_strategy,
-            )
+            self.swa_scheduler = self._swalr()
         else:
             # The loop's linear schedule has just overwritten the lr, and SWALR computes its
             # next value from the one it set last: give that back before stepping it.
@@ -124,13 +117,32 @@ class SWA(AdamW):
                 self.collect(self.model)
         self.swa_scheduler.step()
 
-    def _log(self, step: int, record: dict[str, float]) -> None:
-        # The loop reports its linear schedule's lr; in the SWA phase SWALR's is the real one.
-        if "lr" in record:
-            record = {**record, "lr": self.optimizer.param_groups[0]["lr"]}
-        self.history.append({"step": step, **record})
-        if self.on_log:
-            self.on_log(step, record)
+    def _swalr(self) -> SWALR:
+        return SWALR(
+            self.optimizer,
+            swa_lr=self.config.swa_lr,
+            anneal_epochs=self.config.anneal_steps,
+            anneal_strategy=self.config.anneal_strategy,
+        )
+
+    def checkpoint_state(self) -> dict:
+        scheduler = None
+        if self.swa_scheduler is not None:  # anneal_func is a function: SWALR rebuilds it
+            state = self.swa_scheduler.state_dict()
+            scheduler = {k: v for k, v in state.items() if k != "anneal_func"}
+        return {
+            "swa_state": self.swa_state,
+            "num_snapshots": self.num_snapshots,
+            "swa_scheduler": scheduler,
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.swa_state = state["swa_state"]
+        self.num_snapshots = state["num_snapshots"]
+        self.swa_scheduler = None
+        if state["swa_scheduler"] is not None:
+            self.swa_scheduler = self._swalr()
+            self.swa_scheduler.load_state_dict(state["swa_scheduler"])
 
     def _evaluator(self, val):
         # During training the average is not ready: validate the current iterate.
@@ -140,7 +152,7 @@ class SWA(AdamW):
         def evaluate() -> dict[str, float]:
             self.model.eval()
             probs = predict_logits(self.model, val, self.train_settings.eval_batch_size).softmax(-1)
-            return calibration_metrics(probs, val.labels)
+            return calibration_metrics(check_finite(probs, "validation predictions"), val.labels)
 
         return evaluate
 

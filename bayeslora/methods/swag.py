@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.swa_utils import get_swa_multi_avg_fn
 
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.methods.swa import SWA, SWAConfig
 from bayeslora.training.loop import predict_logits
@@ -61,8 +62,23 @@ class SWAG(SWA):
     Config = SWAGConfig
     min_snapshots = 2  # a variance needs two
 
-    def prediction_modes(self) -> tuple[str, ...]:
-        return (self.name, f"{self.name}@mean")
+    def prediction_modes(self) -> tuple[PredictionMode, ...]:
+        return (
+            PredictionMode(self.name, ModeKind.SAMPLED, samples=self.config.test_samples),
+            PredictionMode(f"{self.name}@mean", ModeKind.MEAN),
+        )
+
+    def checkpoint_state(self) -> dict:
+        return {
+            **super().checkpoint_state(),
+            "sq_state": self.sq_state,
+            "deviations": list(self.deviations),
+        }
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        super().load_checkpoint_state(state)
+        self.sq_state = state["sq_state"]
+        self.deviations = deque(state["deviations"], maxlen=self.config.max_rank)
 
     def fit(self, model, train, val=None) -> None:
         c = self.config
@@ -112,7 +128,7 @@ class SWAG(SWA):
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
         mode = self._check_mode(mode)
-        if mode.endswith("@mean"):
+        if mode.kind is ModeKind.MEAN:
             return super().predict_proba(data, mode)  # the model holds θ_SWA
         model, batch_size = self.model, self.train_settings.eval_batch_size
         # A fixed generator: the same weight samples every time this is called.

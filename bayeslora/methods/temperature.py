@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bayeslora.methods.adamw import AdamW
+from bayeslora.methods.modes import PredictionMode
 from bayeslora.methods.posthoc import PostHocMethod
 from bayeslora.methods.registry import register_method
 
@@ -63,7 +64,7 @@ class TemperatureScaling(PostHocMethod):
 
     No hyperparameters of its own: the composite's are the inner method's. The fitted
     temperatures are logged as ``temperature`` (first inner mode) and e.g.
-    ``temperature_mean`` (for "ivon@mean").
+    ``temperature_ivon_mean`` (for "ivon@mean").
     """
 
     inner = AdamW
@@ -72,12 +73,12 @@ class TemperatureScaling(PostHocMethod):
 
     def __init__(self, config=None, *, train=None, on_log=None):
         super().__init__(config, train=train, on_log=on_log)
-        self.temperatures: dict[str, float] = {}  # inner mode -> T
+        self.temperatures: dict[PredictionMode, float] = {}  # inner mode -> T
 
-    def fit_posthoc(self, inner_mode: str, probs: Tensor, labels: Tensor) -> None:
+    def fit_posthoc(self, inner_mode: PredictionMode, probs: Tensor, labels: Tensor) -> None:
         self.temperatures[inner_mode] = fit_temperature(log_probs(probs), labels)
 
-    def transform(self, inner_mode: str, probs: Tensor) -> Tensor:
+    def transform(self, inner_mode: PredictionMode, probs: Tensor) -> Tensor:
         return apply_temperature(probs, self.temperatures[inner_mode])
 
     def posthoc_metrics(self) -> dict[str, float]:

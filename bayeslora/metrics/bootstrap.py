@@ -8,19 +8,10 @@ difference is unlikely to come from the choice of evaluation examples alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from bayeslora.metrics.functional import accuracy, brier, ece, nll
-
-METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "accuracy": accuracy,
-    "nll": nll,
-    "ece": ece,
-    "brier": brier,
-}
+from bayeslora.metrics.registry import bootstrap_metrics
 
 
 def paired_bootstrap(
@@ -32,7 +23,10 @@ def paired_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """{metric: {"diff", "low", "high"}} for metric(a) - metric(b), percentile intervals."""
+    """{metric: {"diff", "low", "high"}} for metric(a) - metric(b), percentile intervals.
+
+    Over the registry's :func:`~bayeslora.metrics.registry.bootstrap_metrics`, in its
+    order; binned metrics use the default number of bins."""
     if probs_a.shape != probs_b.shape or probs_a.shape[0] != labels.shape[0]:
         raise ValueError(
             f"paired bootstrap needs predictions of the same examples: got {tuple(probs_a.shape)}, "
@@ -42,20 +36,21 @@ def paired_bootstrap(
         raise ValueError(
             f"need n_resamples >= 1 and 0 < confidence < 1, got {n_resamples}, {confidence}"
         )
+    metrics = bootstrap_metrics()  # the registry's, in display order
     generator = torch.Generator().manual_seed(seed)
     n = labels.shape[0]
-    draws = {name: [] for name in METRICS}
+    draws: dict[str, list[float]] = {m.name: [] for m in metrics}
     for _ in range(n_resamples):
+        # One draw per resample, whatever the metrics: every metric sees the same examples.
         idx = torch.randint(n, (n,), generator=generator)
-        for name, metric in METRICS.items():
-            draws[name].append(
-                (metric(probs_a[idx], labels[idx]) - metric(probs_b[idx], labels[idx])).item()
-            )
+        a, b, y = probs_a[idx], probs_b[idx], labels[idx]
+        for metric in metrics:
+            draws[metric.name].append((metric(a, y) - metric(b, y)).item())
     tail = (1 - confidence) / 2
     result = {}
-    for name, metric in METRICS.items():
-        values = torch.tensor(draws[name], dtype=torch.float64)
-        result[name] = {
+    for metric in metrics:
+        values = torch.tensor(draws[metric.name], dtype=torch.float64)
+        result[metric.name] = {
             "diff": (metric(probs_a, labels) - metric(probs_b, labels)).item(),
             "low": torch.quantile(values, tail).item(),
             "high": torch.quantile(values, 1 - tail).item(),

@@ -1,4 +1,4 @@
-"""A stateful shell around :mod:`bayeslora.metrics.functional` for batch-wise evaluation.
+"""A stateful shell around :mod:`bayeslora.metrics.registry` for batch-wise evaluation.
 
 ECE and MCE are not averages of per-batch values (the bins need every confidence at
 once), so :class:`CalibrationMetrics` keeps all probabilities and labels and computes
@@ -17,9 +17,9 @@ from bayeslora.metrics.functional import (
     DEFAULT_N_BINS,
     _check_inputs,
     _check_n_bins,
-    calibration_metrics,
     reliability_bins,
 )
+from bayeslora.metrics.registry import calibration_metrics
 
 
 class CalibrationMetrics:
@@ -30,9 +30,9 @@ class CalibrationMetrics:
         metrics = CalibrationMetrics(n_bins=10)
         for probs, labels in batches:
             metrics.update(probs, labels)
-        metrics.compute()  # {"accuracy": ..., "nll": ..., "ece": ..., "mce": ..., "brier": ...}
+        metrics.compute()  # {"accuracy": ..., "ece": ..., "nll": ..., "brier": ..., "mce": ...}
 
-    The result equals :func:`~bayeslora.metrics.functional.calibration_metrics` on the
+    The result equals :func:`~bayeslora.metrics.registry.calibration_metrics` on the
     concatenated batches, however the data is split.
     """
 

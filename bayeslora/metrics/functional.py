@@ -5,8 +5,9 @@ Every metric takes
 * ``probs``: float tensor ``[N, K]``, one row of class probabilities per example, and
 * ``labels``: integer tensor ``[N]``, the index of the true class of each example,
 
-and returns a 0-dim float64 tensor. :func:`calibration_metrics` bundles all five into the
-``dict[str, float]`` that the harness logs.
+and returns a 0-dim float64 tensor. :mod:`bayeslora.metrics.registry` lists them (name,
+direction, display) and bundles them into the ``dict[str, float]`` that the harness logs
+(:func:`~bayeslora.metrics.registry.compute_metrics`).
 
 Conventions, decided once here so that every method in the benchmark is scored alike:
 
@@ -271,19 +272,3 @@ def mce(probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS) -> Tensor:
     """Maximum calibration error: ``max_m |acc_m - conf_m|`` over the non-empty bins."""
     gap, _ = _bin_gaps(reliability_bins(probs, labels, n_bins))
     return gap.max()  # at least one bin is non-empty, since N > 0
-
-
-def calibration_metrics(
-    probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS
-) -> dict[str, float]:
-    """All metrics as Python floats: ``accuracy, nll, ece, mce, brier`` (logged to MLflow)."""
-    _check_inputs(probs, labels)  # once up front, so a bad input fails before any work
-    _check_n_bins(n_bins)
-    values = {
-        "accuracy": accuracy(probs, labels),
-        "nll": nll(probs, labels),
-        "ece": ece(probs, labels, n_bins),
-        "mce": mce(probs, labels, n_bins),
-        "brier": brier(probs, labels),
-    }
-    return {name: float(value) for name, value in values.items()}

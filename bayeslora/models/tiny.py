@@ -9,9 +9,17 @@ from __future__ import annotations
 import torch
 
 TINY_MODELS = ("tiny-random-llama",)
+# What --model tiny-random-llama builds (with the packaged tokenizer's vocabulary).
+TINY_SETTINGS = {"hidden_size": 32, "num_layers": 2, "seed": 0}
 
 
-def tiny_llama(vocab_size: int, *, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
+def tiny_llama(
+    vocab_size: int,
+    *,
+    hidden_size: int = TINY_SETTINGS["hidden_size"],
+    num_layers: int = TINY_SETTINGS["num_layers"],
+    seed: int = TINY_SETTINGS["seed"],
+):
     """A ``LlamaForCausalLM`` with q_proj/v_proj like the real thing, a few 10k parameters."""
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -46,6 +46,8 @@ class MlflowTracker:
     """Parent run per bench invocation, child runs nested under it."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
+        # Reading a stored result back (resume) would draw a progress bar per artifact.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
 
         self.mlflow = mlflow
@@ -61,7 +63,7 @@ class MlflowTracker:
                 if attempt == 2:
                     raise
                 time.sleep(2.0)
-        mlflow.set_experiment(experiment)
+        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
 
     def _ensure_experiment(self, experiment: str, artifact_dir: str | Path | None) -> None:
         mlflow = self.mlflow
@@ -120,6 +122,21 @@ class MlflowTracker:
         if params:
             self.log_params(params)
         self.mlflow.end_run(status="FAILED")
+
+    def search_runs(self, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
+        """Runs of this experiment matching an MLflow filter, as ``mlflow.entities.Run``."""
+        return self.mlflow.search_runs(
+            experiment_ids=[self.experiment_id],
+            filter_string=filter_string,
+            order_by=order_by,
+            output_format="list",
+        )
+
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        """A JSON artifact of any run of the store."""
+        return self.mlflow.artifacts.load_dict(
+            self.mlflow.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + artifact_file
+        )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = flatten(params)

@@ -10,25 +10,43 @@ unloads the adapters on the way out, so the shared base model is clean for the n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
 
-from bayeslora.metrics import calibration_metrics
-from bayeslora.models.classifier import LoraSettings, lora_classifier
+from bayeslora.cell import Cell, CellData, run_cell
+from bayeslora.metrics.registry import get_metric
+from bayeslora.models.classifier import LoraSettings
 from bayeslora.training.loop import DivergedError
 from bayeslora.training.settings import TrainSettings
 from bayeslora.tuning.space import SearchSpace, lora_from_values
 from bayeslora.tuning.study import FAIL_REASON, admit
 from bayeslora.tuning.tracking import TRIAL_STATE, trial_tags
 
-# The objectives: (metric, direction) per value returned to optuna.
-OBJECTIVES: dict[str, list[tuple[str, str]]] = {
-    "nll": [("nll", "minimize")],  # a proper scoring rule: accuracy and calibration in one
-    "accuracy-ece": [("accuracy", "maximize"), ("ece", "minimize")],  # the Pareto front
+# The objectives: the metric of each value returned to optuna. Directions: the registry's.
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "nll": ("nll",),  # a proper scoring rule: accuracy and calibration in one
+    "accuracy-ece": ("accuracy", "ece"),  # the Pareto front
 }
+
+
+def objective_metrics(name: str) -> list[str]:
+    """The metric names of objective ``name``, one per value returned to optuna."""
+    try:
+        return list(OBJECTIVES[name])
+    except KeyError:
+        raise ValueError(
+            f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}"
+        ) from None
+
+
+def objective_directions(name: str) -> list[str]:
+    """``"minimize"``/``"maximize"`` per value of objective ``name``, for optuna."""
+    return [get_metric(m).optuna_direction for m in objective_metrics(name)]
+
+
 HPARAMS_ATTR = "bayeslora.hparams"  # user attrs: the values the trial trained with
 LORA_ATTR = "bayeslora.lora"
 METRICS_ATTR = "bayeslora.val_metrics"
@@ -56,7 +74,7 @@ class Objective:
     task_name: str
     space: SearchSpace
     data: TuningData
-    base_model: Any
+    base_model: Callable[[], Any]  # loads the shared base model on first use
     answer_ids: list[int]
     hparams: dict[str, Any]  # the user's fixed values (--hp, config file)
     lora: LoraSettings  # the run's LoRA settings; tuned values replace some of them
@@ -96,16 +114,14 @@ class Objective:
                 self.tracker.set_tags({TRIAL_STATE: "FAIL", FAIL_REASON: str(err)})
                 raise
             else:
-                values = [metrics[m] for m, _ in OBJECTIVES[self.objective]]
+                names = objective_metrics(self.objective)
+                values = [metrics[m] for m in names]
                 trial.set_user_attr(METRICS_ATTR, metrics)
                 self.tracker.log_metrics(
                     {f"val_{k}": v for k, v in metrics.items()}, self.train.steps
                 )
                 self.tracker.log_metrics(
-                    {
-                        f"objective_{m}": v
-                        for (m, _), v in zip(OBJECTIVES[self.objective], values, strict=True)
-                    }
+                    {f"objective_{m}": v for m, v in zip(names, values, strict=True)}
                 )
                 self.tracker.set_tags({TRIAL_STATE: "COMPLETE"})
         if pruned is not None:
@@ -113,7 +129,9 @@ class Objective:
         return values[0] if len(values) == 1 else tuple(values)
 
     def _fit_and_score(self, trial, config, lora: LoraSettings) -> dict[str, float]:
-        single = len(OBJECTIVES[self.objective]) == 1
+        """One cell on the tuning split (the same code as the bench's), scored in the
+        method's primary mode on the split's validation part."""
+        single = len(objective_metrics(self.objective)) == 1
 
         def on_log(step: int, metrics: dict[str, float]) -> None:
             self.tracker.log_metrics(metrics, step=step)
@@ -123,30 +141,12 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"val_nll {metrics['val_nll']:.4g} at step {step}")
 
-        with lora_classifier(
-            self.base_model, self.answer_ids, lora, seed=self.train.seed
-        ) as classifier:
-            method = self.method_cls(config, train=self.train, on_log=on_log)
-            try:
-                if self.method_cls.needs_validation:
-                    method.fit(classifier, self.data.fit_train, self.data.fit_val)
-                else:
-                    method.fit(classifier, self.data.train, self.data.val)
-            except ValueError as err:
-                # The loop's evaluation refuses non-finite predictions (ValueError from the
-                # metrics): the weights blew up before the loss did. That is divergence too.
-                if self._predictions_finite(method):
-                    raise
-                raise DivergedError(
-                    f"predictions became non-finite during training ({err})"
-                ) from err
-            probs = method.predict_proba(self.data.val)  # the primary mode, as reported
-        if not torch.isfinite(probs).all():
-            raise DivergedError("predictions on the tuning validation split are not finite")
-        return calibration_metrics(probs, self.data.val.labels)
-
-    def _predictions_finite(self, method) -> bool:
-        try:
-            return bool(torch.isfinite(method.predict_proba(self.data.val)).all())
-        except Exception:  # the method cannot predict after a failed fit: keep its error
-            return True
+        cell = Cell(self.task_name, self.method_cls.name, self.train.seed, config, lora, self.train)
+        if self.method_cls.needs_validation:  # fits on its own held-out part, scored on val
+            train, fit_val = self.data.fit_train, self.data.fit_val
+        else:
+            train, fit_val = self.data.train, self.data.val
+        data = CellData(train, self.data.val, self.answer_ids, val=fit_val)
+        primary = cell.modes()[0].name
+        result = run_cell(cell, self.base_model(), data, on_log=on_log, modes=[primary])
+        return result.modes[0].metrics

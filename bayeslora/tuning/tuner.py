@@ -29,6 +29,8 @@ from bayeslora.tuning.objective import (
     OBJECTIVES,
     Objective,
     TuningData,
+    objective_directions,
+    objective_metrics,
 )
 from bayeslora.tuning.plots import log_plots
 from bayeslora.tuning.progress import TrialProgress
@@ -56,7 +58,7 @@ class Tuner:
         # Unknown methods, bad search-space entries: fail now, before any model is loaded.
         method_classes = {name: get_method(name) for name in cfg.methods}
         self.overrides = parse_search_space(cfg.search_space, method_classes)
-        self.objective_names = [m for m, _ in OBJECTIVES[cfg.tune_objective]]
+        self.objective_names = objective_metrics(cfg.tune_objective)
         self._storage = None
         self._data: dict[str, tuple[TuningData, dict]] = {}
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line replaces it
@@ -100,7 +102,7 @@ class Tuner:
                 task_name=task.name,
                 space=space,
                 data=data,
-                base_model=ctx.base_model,
+                base_model=lambda: ctx.base_model,  # loaded only if a trial trains
                 answer_ids=task.answer_ids,
                 hparams=hparams,
                 lora=lora,
@@ -207,7 +209,7 @@ class Tuner:
         cfg = self.cfg
         if self._storage is None:
             self._storage = open_storage(cfg.storage, cfg.output_dir, cfg.heartbeat_interval)
-        directions = [d for _, d in OBJECTIVES[cfg.tune_objective]]
+        directions = objective_directions(cfg.tune_objective)
         study = optuna.create_study(
             study_name=name, storage=self._storage, directions=directions, load_if_exists=True
         )

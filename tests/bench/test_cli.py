@@ -44,7 +44,7 @@ def test_exit_code_and_results_file(bench_run):
     assert code == 0
     (results,) = out.glob("bench-*/results.jsonl")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert sorted((r["method"], r["seed"]) for r in rows) == [
+    assert sorted((r["mode"], r["seed"]) for r in rows) == [
         ("adamw", 0),
         ("adamw", 1),
         ("ivon", 0),
@@ -52,7 +52,9 @@ def test_exit_code_and_results_file(bench_run):
         ("ivon@mean", 0),
         ("ivon@mean", 1),
     ]
-    assert all(0 <= r["accuracy"] <= 1 and r["nll"] > 0 for r in rows)
+    assert all(0 <= r["metrics"]["accuracy"] <= 1 and r["metrics"]["nll"] > 0 for r in rows)
+    assert {r["method"] for r in rows} == {"adamw", "ivon"}
+    assert len({r["cell"] for r in rows}) == 4  # one key per (method, seed)
     (comparison,) = out.glob("bench-*/comparison.txt")
     lines = comparison.read_text().splitlines()
     assert lines[0].startswith("difference to adamw on arc_easy")
@@ -84,7 +86,7 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
     comparisons = mlflow.artifacts.load_dict(
         f"{parents[0].info.artifact_uri}/comparison_arc_easy.json"
     )
-    assert {(c["method"], c["seed"]) for c in comparisons} == {
+    assert {(c["mode"], c["seed"]) for c in comparisons} == {
         ("ivon", 0),
         ("ivon", 1),
         ("ivon@mean", 0),
@@ -94,7 +96,7 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
         c["accuracy"]["low"] <= c["accuracy"]["diff"] <= c["accuracy"]["high"] for c in comparisons
     )
     seeds = mlflow.artifacts.load_dict(f"{parents[0].info.artifact_uri}/seeds_arc_easy.json")
-    assert {(d["method"], tuple(d["seeds"])) for d in seeds["differences"]} == {
+    assert {(d["mode"], tuple(d["seeds"])) for d in seeds["differences"]} == {
         ("ivon", (0, 1)),
         ("ivon@mean", (0, 1)),
     }

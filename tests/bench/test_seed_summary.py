@@ -1,9 +1,10 @@
 """Over-seed summaries against numpy, on hand-made rows and comparisons."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from bayeslora.bench.runner import ResultRow
 from bayeslora.bench.seed_summary import (
     differences_over_seeds,
     format_seed_summary,
@@ -11,8 +12,9 @@ from bayeslora.bench.seed_summary import (
 )
 
 
-def _row(method, task, seed, accuracy, ece, nll, brier):
-    return ResultRow(method, task, seed, accuracy, ece, nll, brier, 0.0, 1.0, 1.0, "run")
+def _row(mode, task, seed, accuracy, ece, nll, brier):
+    metrics = {"accuracy": accuracy, "ece": ece, "nll": nll, "brier": brier, "mce": 0.0}
+    return SimpleNamespace(mode=mode, task=task, seed=seed, metrics=metrics)
 
 
 ROWS = [
@@ -28,7 +30,7 @@ ROWS = [
 def _comparison(seed, low, diff, high):
     interval = {"diff": diff, "low": low, "high": high}
     return {
-        "method": "ivon",
+        "mode": "ivon",
         "baseline": "adamw",
         "task": "arc_easy",
         "seed": seed,
@@ -40,13 +42,14 @@ def _comparison(seed, low, diff, high):
 
 
 def test_metrics_over_seeds_match_numpy():
-    summary = {s["method"]: s for s in metrics_over_seeds(ROWS)}
+    summary = {s["mode"]: s for s in metrics_over_seeds(ROWS)}
     assert summary["ivon"]["seeds"] == [0, 1, 2]
-    for method in ("adamw", "ivon"):
+    for mode in ("adamw", "ivon"):
+        assert "mce" not in summary[mode]  # not a table metric
         for name in ("accuracy", "ece", "nll", "brier"):
-            values = np.array([getattr(r, name) for r in ROWS if r.method == method])
-            assert summary[method][name]["mean"] == pytest.approx(values.mean())
-            assert summary[method][name]["std"] == pytest.approx(values.std(ddof=1))
+            values = np.array([r.metrics[name] for r in ROWS if r.mode == mode])
+            assert summary[mode][name]["mean"] == pytest.approx(values.mean())
+            assert summary[mode][name]["std"] == pytest.approx(values.std(ddof=1))
 
 
 def test_one_seed_has_zero_spread():
@@ -61,7 +64,8 @@ def test_differences_count_seeds_on_each_side_of_zero():
         _comparison(2, -0.1, +0.1, +0.3),  # contains 0: counted on neither side
     ]
     (summary,) = differences_over_seeds(comparisons)
-    assert (summary["method"], summary["baseline"], summary["seeds"]) == (
+    assert list(summary)[4:] == ["accuracy", "ece", "nll", "brier"]  # the registry's order
+    assert (summary["mode"], summary["baseline"], summary["seeds"]) == (
         "ivon",
         "adamw",
         [0, 1, 2],
@@ -85,5 +89,6 @@ def test_format_names_every_mode_and_the_counts():
     assert lines[0] == "over seeds on arc_easy (mean ± std):"
     assert [line.split()[0] for line in lines[1:3]] == ["adamw", "ivon"]
     assert lines[3].startswith("difference to adamw over seeds")
+    assert "accuracy 0.2433 ± 0.0208  ece 0.4900 ± 0.0361" in lines[1]
     assert "dnll -0.7000 ± 0.0000 (3/0)" in lines[4]
     assert format_seed_summary([], []) == ""

@@ -36,8 +36,8 @@ def _fit(clf, train, **config):
 def test_two_prediction_modes_sum_to_one(toy_classifier, toy_train, toy_eval):
     with toy_classifier(dropout=0.0) as clf:
         method = _fit(clf, toy_train, ess=100.0, hess_init=1.0, test_samples=3)
-        assert method.prediction_modes() == ("ivon", "ivon@mean")
-        for mode in method.prediction_modes():
+        assert tuple(m.name for m in method.modes()) == ("ivon", "ivon@mean")
+        for mode in method.modes():
             probs = method.predict_proba(toy_eval, mode)
             torch.testing.assert_close(probs.sum(-1), torch.ones(len(toy_eval)))
         with pytest.raises(ValueError, match="no prediction mode"):

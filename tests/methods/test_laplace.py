@@ -160,8 +160,8 @@ def test_every_option_fits_and_predicts(tokenizer, tiny_model, options):
     with lora_classifier(tiny_model, ANSWER_IDS, LoraSettings(), seed=0) as clf:
         method = _method(**options)
         method.fit(clf, train, val)
-        assert method.prediction_modes() == ("laplace", "laplace@map")
-        probs = {mode: method.predict_proba(test, mode) for mode in method.prediction_modes()}
+        assert tuple(m.name for m in method.modes()) == ("laplace", "laplace@map")
+        probs = {m.name: method.predict_proba(test, m) for m in method.modes()}
         for p in probs.values():
             assert p.shape == (6, 2) and (p >= 0).all()
             torch.testing.assert_close(p.sum(-1), torch.ones(6))

@@ -91,11 +91,11 @@ def test_composite_names_resolve_with_the_inner_methods_config_and_modes():
     assert issubclass(adamw_t, TemperatureScaling) and adamw_t.inner is AdamW
     assert adamw_t.name == "adamw+temperature" and adamw_t.needs_validation
     assert adamw_t.Config is AdamWConfig
-    assert adamw_t(train=SETTINGS).prediction_modes() == ("adamw+temperature",)
+    assert tuple(m.name for m in adamw_t(train=SETTINGS).modes()) == ("adamw+temperature",)
 
     ivon_t = get_method("ivon+temperature")
     assert ivon_t.inner is IVON and ivon_t.Config is IVONConfig
-    assert ivon_t(train=SETTINGS).prediction_modes() == (
+    assert tuple(m.name for m in ivon_t(train=SETTINGS).modes()) == (
         "ivon+temperature",
         "ivon@mean+temperature",
     )
@@ -106,7 +106,7 @@ def test_composite_names_resolve_with_the_inner_methods_config_and_modes():
 
     alone = get_method("temperature")
     assert alone is TemperatureScaling and alone.inner is AdamW and alone.needs_validation
-    assert alone(train=SETTINGS).prediction_modes() == ("adamw+temperature",)
+    assert tuple(m.name for m in alone(train=SETTINGS).modes()) == ("adamw+temperature",)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_composite_fits_a_temperature_per_mode_and_keeps_the_accuracy(tokenizer,
         with pytest.raises(ValueError, match="held-out data"):
             method.fit(clf, train, None)
         method.fit(clf, train, val)
-        for inner_mode in method.inner_method.prediction_modes():
+        for inner_mode in method.inner_method.modes():
             raw = method.inner_method.predict_proba(test, inner_mode)
             scaled = method.predict_proba(test, f"{inner_mode}+temperature")
             assert torch.equal(scaled.argmax(-1), raw.argmax(-1))  # accuracy identical
@@ -158,7 +158,7 @@ def test_composite_fits_a_temperature_per_mode_and_keeps_the_accuracy(tokenizer,
     expected_keys = (
         {"temperature"}
         if inner == "adamw"
-        else {"temperature", "temperature_mean", "posterior_std_mean"}
+        else {"temperature", "temperature_ivon_mean", "posterior_std_mean"}
     )
     assert expected_keys <= metrics.keys()
     assert all(MLFLOW_METRIC_NAME.match(k) for k in metrics)

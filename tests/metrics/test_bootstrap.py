@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from bayeslora.metrics.bootstrap import paired_bootstrap
+from bayeslora.metrics.functional import accuracy, brier, ece, nll
 
 
 def _probs(n, k, seed):
@@ -47,6 +48,30 @@ def test_interval_matches_a_numpy_reference():
     assert result["accuracy"]["high"] == pytest.approx(
         np.quantile(diffs, 0.975), abs=1e-6
     )  # accuracy comes back from torchmetrics in float32
+
+
+def test_registry_metrics_give_the_same_numbers_as_the_fixed_list():
+    """The bootstrap draws over the registry; the results equal a direct computation with
+    the functional metrics (the former fixed dict) on the same resampled indices."""
+    a, b = _probs(60, 3, 5), _probs(60, 3, 6)
+    labels = torch.randint(3, (60,), generator=torch.Generator().manual_seed(8))
+    result = paired_bootstrap(a, b, labels, n_resamples=40, seed=3)
+    assert list(result) == ["accuracy", "ece", "nll", "brier"]  # mce is not bootstrapped
+    functions = {"accuracy": accuracy, "nll": nll, "ece": ece, "brier": brier}
+    generator = torch.Generator().manual_seed(3)
+    draws = {name: [] for name in functions}
+    for _ in range(40):
+        idx = torch.randint(60, (60,), generator=generator)
+        for name, fn in functions.items():
+            draws[name].append((fn(a[idx], labels[idx]) - fn(b[idx], labels[idx])).item())
+    tail = (1 - 0.95) / 2  # as paired_bootstrap computes it (0.025 + 2e-17)
+    for name, fn in functions.items():
+        values = torch.tensor(draws[name], dtype=torch.float64)
+        assert result[name] == {
+            "diff": (fn(a, labels) - fn(b, labels)).item(),
+            "low": torch.quantile(values, tail).item(),
+            "high": torch.quantile(values, 1 - tail).item(),
+        }
 
 
 def test_mismatched_inputs_are_refused():

@@ -12,7 +12,9 @@ from optuna.trial import TrialState
 import bayeslora.tuning.tuner as tuner_module
 from bayeslora.bench.cli import main
 from bayeslora.bench.config import BenchConfig
-from bayeslora.bench.runner import BenchContext, prepare_task
+from bayeslora.bench.plan import prepare_task
+from bayeslora.bench.runner import BenchContext
+from bayeslora.bench.store import ResultStore
 from bayeslora.methods.adamw import AdamW
 from bayeslora.tracking.mlflow_tracker import MlflowTracker
 from bayeslora.tuning import Tuner
@@ -103,7 +105,8 @@ def _context(output_dir, tokenizer, model, **settings):
     tracker = MlflowTracker(
         f"sqlite:///{output_dir / 'mlflow.db'}", "bayeslora", output_dir / "mlartifacts"
     )
-    return BenchContext(cfg, tracker, output_dir, tokenizer, model, {})
+    store = ResultStore(tracker, {}, save_adapters=False)
+    return BenchContext(cfg, tracker, store, output_dir, tokenizer, {}, loaded_model=model)
 
 
 def test_pruning_leaves_fit_cleanly_and_detaches_the_adapters(
@@ -144,7 +147,7 @@ def test_user_space_and_diverging_trials(output_dir, capsys):
     )
     args = ["--config", str(config), "--methods", "adamw", "--tune", "--n-trials", "4", *TINY]
     assert main([*args, "--output-dir", str(output_dir)]) == 0
-    assert "FAILED (predictions became non-finite" in capsys.readouterr().err
+    assert "FAILED (validation predictions became non-finite" in capsys.readouterr().err
 
     (study_run,) = runs(output_dir, "study")
     study = _study(output_dir, study_run)
@@ -187,9 +190,9 @@ def test_bad_settings_fail_before_anything_loads(output_dir, capsys):
 
 KILLER = """
 import os, signal, sys
-import bayeslora.methods.adamw as adamw
+import bayeslora.methods.base as base  # Method.training_loop calls base.train_loop
 
-real, calls = adamw.train_loop, []
+real, calls = base.train_loop, []
 
 
 def train_loop(*args, **kwargs):  # the second trial's training is killed (kill -9)
@@ -199,7 +202,7 @@ def train_loop(*args, **kwargs):  # the second trial's training is killed (kill 
     return real(*args, **kwargs)
 
 
-adamw.train_loop = train_loop
+base.train_loop = train_loop
 from bayeslora.bench.cli import main
 
 sys.exit(main(sys.argv[1:]))
@@ -268,3 +271,26 @@ def test_two_workers_share_one_study(output_dir, tmp_path):
     numbers = [_tag(r, "trial_number") for r in finished]
     assert sorted(numbers) == sorted(str(t.number) for t in done)  # one MLflow run each
     assert len(runs(output_dir, "result")) == 1  # only the main worker retrains
+
+
+def test_a_rerun_after_tuning_skips_the_finished_seeds_without_loading_the_model(
+    output_dir, capsys, monkeypatch
+):
+    import bayeslora.bench.runner as runner
+
+    args = ["--methods", "adamw", "--tune", "--n-trials", "2", *TINY]
+    assert main([*args, "--output-dir", str(output_dir)]) == 0
+    assert (
+        "1 cell(s): 0 finished earlier (reused from the store), 1 to run" in capsys.readouterr().err
+    )
+
+    def no_model(settings):
+        raise AssertionError("the base model was loaded although every cell had finished")
+
+    monkeypatch.setattr(runner, "load_causal_lm", no_model)
+    assert main([*args, "--output-dir", str(output_dir)]) == 0
+    assert (
+        "1 cell(s): 1 finished earlier (reused from the store), 0 to run" in capsys.readouterr().err
+    )
+    assert len(runs(output_dir, "trial")) == 2  # the study was complete: no trial ran again
+    assert len(runs(output_dir, "result")) == 1

@@ -1,0 +1,37 @@
+"""A result row (one prediction mode of one finished cell) and the results table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bayeslora.metrics.registry import table_metrics
+
+
+@dataclass
+class ResultRow:
+    mode: str  # the prediction mode, e.g. "ivon@mean"
+    method: str  # the method that produced it, e.g. "ivon"
+    task: str
+    seed: int
+    cell: str  # the cell's key
+    metrics: dict[str, float]  # every registered metric, by name
+    train_time_s: float
+    eval_time_s: float
+    mlflow_run_id: str
+    reused: bool = False  # found finished in the tracking store, not run by this invocation
+
+
+def format_table(rows: list[ResultRow], header: bool = True) -> str:
+    columns = table_metrics()
+    width = {m.name: max(7, len(format(0.5, m.fmt)), len(m.header)) for m in columns}
+    lines = []
+    if header:
+        cells = " ".join(f"{m.header:>{width[m.name]}}" for m in columns)
+        lines.append(f"{'mode':<18} {'task':<14} {'seed':>4} {cells} {'train_s':>8} {'eval_s':>7}")
+    for r in rows:
+        cells = " ".join(f"{r.metrics[m.name]:>{width[m.name]}{m.fmt}}" for m in columns)
+        lines.append(
+            f"{r.mode:<18} {r.task:<14} {r.seed:>4} {cells} "
+            f"{r.train_time_s:>8.1f} {r.eval_time_s:>7.1f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Cell results in the MLflow store: written once per prediction mode, found again by key.
+
+The tracking store is the source of truth for what has finished. Each result run carries
+the tag ``bayeslora.cell`` (the cell's key) beside ``bayeslora.kind/mode/task/seed/method``,
+the key's ingredients as ``cell.*`` params, the metrics, and ``predictions.json`` (ids,
+labels, per-example probabilities). A cell counts as finished when each of its modes has a
+FINISHED run; runs left RUNNING, KILLED or FAILED by a crash are never taken for results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bayeslora.bench.results import ResultRow
+from bayeslora.cell import Cell, CellResult
+from bayeslora.metrics import compute_metrics
+
+CELL_TAG = "bayeslora.cell"
+KIND_TAG = "bayeslora.kind"
+MODE_TAG = "bayeslora.mode"
+PREDICTIONS = "predictions.json"
+
+
+def result_tags(cell: Cell, mode: str) -> dict[str, str]:
+    return {
+        KIND_TAG: "result",
+        "bayeslora.method": cell.method,
+        MODE_TAG: mode,
+        "bayeslora.task": cell.task,
+        "bayeslora.seed": str(cell.seed),
+        CELL_TAG: cell.key,
+    }
+
+
+class ResultStore:
+    """Result runs of cells in one MLflow experiment (through ``MlflowTracker``)."""
+
+    def __init__(self, tracker, common_params: dict[str, Any], save_adapters: bool):
+        self.tracker = tracker
+        self.common_params = common_params
+        self.save_adapters = save_adapters
+
+    def finished(self, cell: Cell) -> dict[str, Any]:
+        """mode name -> the newest FINISHED result run of ``cell`` (an MLflow Run)."""
+        runs = self.tracker.search_runs(
+            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'result' "
+            "AND attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        newest: dict[str, Any] = {}
+        for run in runs:
+            newest.setdefault(run.data.tags[MODE_TAG], run)
+        return newest
+
+    def load(self, cell: Cell, run) -> tuple[ResultRow, torch.Tensor]:
+        """A stored result as if it had just run: metrics recomputed from its predictions
+        with today's metric registry, times as logged."""
+        stored = self.tracker.load_dict(run.info.run_id, PREDICTIONS)
+        probs = torch.tensor(stored["probs"], dtype=getattr(torch, stored.get("dtype", "float32")))
+        labels = torch.tensor(stored["labels"], dtype=torch.long)
+        row = ResultRow(
+            mode=run.data.tags[MODE_TAG],
+            method=cell.method,
+            task=cell.task,
+            seed=cell.seed,
+            cell=cell.key,
+            metrics=compute_metrics(probs, labels),
+            train_time_s=run.data.metrics.get("train_time_s", float("nan")),
+            eval_time_s=run.data.metrics.get("eval_time_s", float("nan")),
+            mlflow_run_id=run.info.run_id,
+            reused=True,
+        )
+        return row, probs
+
+    def record(
+        self, result: CellResult, data_info: dict, eval_ids: list[str], labels
+    ) -> list[tuple[ResultRow, torch.Tensor]]:
+        """One FINISHED run per mode of ``result``, nested under the current parent run."""
+        cell, tracker, rows = result.cell, self.tracker, []
+        for mode_result in result.modes:
+            mode = mode_result.mode
+            params = {
+                **self.common_params,
+                "method": cell.method,
+                "mode": mode.name,
+                "mode_info": mode.describe(),
+                "task": data_info,
+                "seed": cell.seed,
+                "hparams": cell.config.to_dict(),
+                "lora": dataclasses.asdict(cell.lora),
+                "train": dataclasses.asdict(cell.train),
+                "cell": {"key": cell.key, **cell.ingredients()},
+            }
+            tags = result_tags(cell, mode.name)
+            if result.notes:
+                tags["bayeslora.notes"] = "; ".join(result.notes)
+            name = f"{mode.name}/{cell.task}/seed{cell.seed}"
+            with tracker.run(name, nested=True, params=params, tags=tags) as run:
+                for step, values in result.history:
+                    tracker.log_metrics(values, step=step)
+                tracker.log_metrics(
+                    {
+                        **mode_result.metrics,
+                        "train_time_s": result.train_time_s,
+                        "eval_time_s": mode_result.eval_time_s,
+                        **result.extras,
+                    }
+                )
+                tracker.log_dict(params, "config.json")
+                tracker.log_dict(_predictions(eval_ids, labels, mode_result.probs), PREDICTIONS)
+                if self.save_adapters and result.adapter:
+                    tracker.log_directory(lambda d: _write(result.adapter, d), "adapter")
+            rows.append(
+                (
+                    ResultRow(
+                        mode=mode.name,
+                        method=cell.method,
+                        task=cell.task,
+                        seed=cell.seed,
+                        cell=cell.key,
+                        metrics=mode_result.metrics,
+                        train_time_s=result.train_time_s,
+                        eval_time_s=mode_result.eval_time_s,
+                        mlflow_run_id=run.info.run_id,
+                    ),
+                    mode_result.probs,
+                )
+            )
+        return rows
+
+    def record_failure(self, cell: Cell, error: BaseException, data_info: dict) -> None:
+        self.tracker.record_failure(
+            cell.label,
+            error,
+            params={**self.common_params, "task": data_info, "cell": cell.ingredients()},
+            tags={KIND_TAG: "result", CELL_TAG: cell.key, "bayeslora.method": cell.method},
+        )
+
+
+def _predictions(ids: list[str], labels, probs: torch.Tensor) -> dict:
+    return {
+        "ids": ids,
+        "labels": labels.tolist(),
+        "dtype": str(probs.dtype).removeprefix("torch."),
+        "probs": probs.tolist(),
+    }
+
+
+def _write(files: dict[str, bytes], directory: str) -> None:
+    for name, content in files.items():
+        path = Path(directory) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)

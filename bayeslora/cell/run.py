@@ -1,0 +1,111 @@
+"""Run one cell: attach fresh adapters, fit, predict in each mode, score. Nothing else.
+
+The bench and the tuner both call :func:`run_cell`; neither has a fit/predict path of
+its own. Where results go (MLflow, ``results.jsonl``, the console) is the caller's
+business: a cell returns a :class:`CellResult` and knows no tracking store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from bayeslora.cell.spec import Cell
+from bayeslora.methods.modes import PredictionMode
+from bayeslora.metrics import compute_metrics
+from bayeslora.models.classifier import lora_classifier
+from bayeslora.training.checkpoint import Checkpointer
+from bayeslora.training.loop import LogCallback, check_finite
+
+
+@dataclass
+class CellData:
+    """What a cell trains on, evaluates on during training (or None), and reports on."""
+
+    train: Any  # TokenizedDataset
+    eval: Any
+    answer_ids: list[int]
+    val: Any = None
+
+
+@dataclass
+class ModeResult:
+    mode: PredictionMode
+    metrics: dict[str, float]
+    probs: Tensor  # [N, K] on the eval data, in its order
+    eval_time_s: float
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    modes: list[ModeResult]
+    train_time_s: float
+    history: list[tuple[int, dict[str, float]]]  # (step, values) as the loop logged them
+    extras: dict[str, float]  # the method's extra_metrics()
+    adapter: dict[str, bytes] | None = None  # peft's adapter files, if asked for
+    notes: list[str] = field(default_factory=list)  # what a reader of the run should know
+
+
+def run_cell(
+    cell: Cell,
+    base_model,
+    data: CellData,
+    *,
+    on_log: LogCallback | None = None,
+    checkpointer: Checkpointer | None = None,
+    modes: Collection[str] | None = None,
+    save_adapter: bool = False,
+) -> CellResult:
+    """Fit ``cell`` on ``data.train`` and score ``modes`` (names; default all) on ``data.eval``.
+
+    ``checkpointer``: mid-training checkpoints; a cell with one starts from its newest.
+    Raises what the method raises (``DivergedError`` for a non-finite loss or
+    predictions, ``optuna.TrialPruned`` from a tuner's ``on_log``).
+    """
+    history: list[tuple[int, dict[str, float]]] = []
+
+    def log(step: int, values: dict[str, float]) -> None:
+        history.append((step, values))
+        if on_log:
+            on_log(step, values)
+
+    method_cls = cell.method_cls
+    method = method_cls(cell.config, train=cell.train, on_log=log)
+    notes = []
+    if checkpointer is not None and not method_cls.checkpointable:
+        notes.append(
+            f"{cell.method} keeps no mid-training checkpoints: an interrupted cell restarts"
+        )
+        checkpointer = None
+    method.checkpointer = checkpointer
+    wanted = [m for m in method.modes() if modes is None or m.name in modes]
+
+    with lora_classifier(base_model, data.answer_ids, cell.lora, seed=cell.seed) as classifier:
+        start = time.perf_counter()
+        method.fit(classifier, data.train, data.val)
+        train_time = time.perf_counter() - start
+        results = []
+        for mode in wanted:
+            start = time.perf_counter()
+            probs = check_finite(method.predict_proba(data.eval, mode), f"{mode.name} predictions")
+            eval_time = time.perf_counter() - start
+            metrics = compute_metrics(probs, data.eval.labels)
+            results.append(ModeResult(mode, metrics, probs, eval_time))
+        extras = method.extra_metrics()  # after predicting: some report prediction costs
+        adapter = _adapter_files(classifier) if save_adapter else None
+    return CellResult(cell, results, train_time, history, extras, adapter, notes)
+
+
+def _adapter_files(classifier) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        classifier.save_adapter(tmp)
+        return {
+            str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()
+        }
