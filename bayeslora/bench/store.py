@@ -62,16 +62,14 @@ class ResultStore:
         stored = self.tracker.load_dict(run.info.run_id, PREDICTIONS)
         probs = torch.tensor(stored["probs"], dtype=getattr(torch, stored.get("dtype", "float32")))
         labels = torch.tensor(stored["labels"], dtype=torch.long)
-        row = ResultRow(
-            mode=run.data.tags[MODE_TAG],
-            method=cell.method,
-            task=cell.task,
-            seed=cell.seed,
-            cell=cell.key,
-            metrics=compute_metrics(probs, labels),
-            train_time_s=run.data.metrics.get("train_time_s", float("nan")),
-            eval_time_s=run.data.metrics.get("eval_time_s", float("nan")),
-            mlflow_run_id=run.info.run_id,
+        times = run.data.metrics
+        row = _row(
+            cell,
+            run.data.tags[MODE_TAG],
+            compute_metrics(probs, labels),
+            times.get("train_time_s", float("nan")),
+            times.get("eval_time_s", float("nan")),
+            run.info.run_id,
             reused=True,
         )
         return row, probs
@@ -114,22 +112,15 @@ class ResultStore:
                 tracker.log_dict(_predictions(eval_ids, labels, mode_result.probs), PREDICTIONS)
                 if self.save_adapters and result.adapter:
                     tracker.log_directory(lambda d: _write(result.adapter, d), "adapter")
-            rows.append(
-                (
-                    ResultRow(
-                        mode=mode.name,
-                        method=cell.method,
-                        task=cell.task,
-                        seed=cell.seed,
-                        cell=cell.key,
-                        metrics=mode_result.metrics,
-                        train_time_s=result.train_time_s,
-                        eval_time_s=mode_result.eval_time_s,
-                        mlflow_run_id=run.info.run_id,
-                    ),
-                    mode_result.probs,
-                )
+            row = _row(
+                cell,
+                mode.name,
+                mode_result.metrics,
+                result.train_time_s,
+                mode_result.eval_time_s,
+                run.info.run_id,
             )
+            rows.append((row, mode_result.probs))
         return rows
 
     def record_failure(self, cell: Cell, error: BaseException, data_info: dict) -> None:
@@ -139,6 +130,12 @@ class ResultStore:
             params={**self.common_params, "task": data_info, "cell": cell.ingredients()},
             tags={KIND_TAG: "result", CELL_TAG: cell.key, "bayeslora.method": cell.method},
         )
+
+
+def _row(cell: Cell, mode: str, metrics, train_s, eval_s, run_id, reused=False) -> ResultRow:
+    return ResultRow(
+        mode, cell.method, cell.task, cell.seed, cell.key, metrics, train_s, eval_s, run_id, reused
+    )
 
 
 def _predictions(ids: list[str], labels, probs: torch.Tensor) -> dict:

@@ -69,18 +69,24 @@ def reference(tmp_path_factory):
     return out
 
 
-def _kill_at_random_point(out, seed: int) -> None:
-    rng = random.Random(seed)
-    results_before_kill, delay = rng.randrange(MODES - 1), rng.uniform(0.0, 2.0)
+def _start(out, stderr) -> subprocess.Popen:
+    """The bench with ARGS on ``out``, in a new process, offline."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
     env["HF_HUB_OFFLINE"] = "1"
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "bayeslora.bench", *ARGS, "--output-dir", str(out)],
         cwd=out,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
     )
+
+
+def _kill_at_random_point(out, seed: int) -> None:
+    rng = random.Random(seed)
+    results_before_kill, delay = rng.randrange(MODES - 1), rng.uniform(0.0, 2.0)
+    process = _start(out, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         files = list(out.glob("bench-*/results.jsonl"))
@@ -152,16 +158,7 @@ def test_a_finished_run_again_reuses_everything_and_force_reruns(tmp_path):
 
 
 def test_sigterm_ends_the_runs_in_flight_as_killed(tmp_path):
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
-    env["HF_HUB_OFFLINE"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bayeslora.bench", *ARGS, "--output-dir", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start(tmp_path, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("bench-*/results.jsonl")) and time.monotonic() < deadline:
         time.sleep(0.05)
