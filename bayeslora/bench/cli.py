@@ -310,6 +310,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame) -> None:
+    # Once: a second SIGTERM must not interrupt the clean-up that marks runs KILLED.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(f"signal {signum}")
 
 

@@ -65,7 +65,6 @@ def prepare_task(cfg: BenchConfig, tokenizer, task_name: str) -> PreparedTask:
             "max_length": cfg.max_length,
             "truncation_side": cfg.truncation_side,
             "bos_added": eval_data.bos_added,
-            "eval_batch_size": cfg.eval_batch_size,  # padding can change the last bits
         },
     }
     return PreparedTask(task_name, train_examples, eval_data, answer_ids, info, identity)
@@ -90,7 +89,7 @@ def plan_cells(
         "model": model_identity,
         **task.identity,
         "holdout": cfg.val_fraction if uses_holdout(cfg, method_cls) else None,
-        "code": code_identity(),
+        "code": code_identity(method_name, method_cls, quantized=cfg.quantization != "none"),
     }
     config = method_cls.make_config(task.name, hparams)
     return [

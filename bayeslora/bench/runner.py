@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -60,18 +61,21 @@ class BenchContext:
             self.loaded_model = load_causal_lm(self.cfg.model_settings())
         return self.loaded_model
 
+    def checkpoint_dir(self, cell: Cell) -> Path:
+        return Path(self.cfg.output_dir) / "checkpoints" / cell.key
+
     def checkpointer(self, cell: Cell) -> Checkpointer | None:
         if not self.cfg.checkpoint_every:
             return None
-        directory = Path(self.cfg.output_dir) / "checkpoints" / cell.key
-        return Checkpointer(directory, self.cfg.checkpoint_every)
+        return Checkpointer(self.checkpoint_dir(cell), self.cfg.checkpoint_every)
 
 
 def check_methods(cfg: BenchConfig) -> dict[str, type]:
-    """Resolve every method and its hyperparameters before anything slow happens."""
+    """Resolve every method, its hyperparameters and its prediction modes before anything
+    slow happens."""
     method_classes = {name: get_method(name) for name in cfg.methods}
     for name, cls in method_classes.items():
-        cls.make_config(None, cfg.hparams.get(name))
+        cls(cls.make_config(None, cfg.hparams.get(name)), train=cfg.train_settings(0)).modes()
     unknown = set(cfg.hparams) - set(method_classes)
     if unknown:
         raise ValueError(
@@ -157,8 +161,15 @@ def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
                 try:
                     hparams, lora = tune(ctx, task, method_cls)
                 except Exception as err:  # no tuned values: this method's seeds would mean nothing
-                    failures.append(f"{name}/{task.name}/tuning: {type(err).__name__}: {err}")
+                    label = f"{name}/{task.name}/tuning"
+                    failures.append(f"{label}: {type(err).__name__}: {err}")
                     traceback.print_exc()
+                    ctx.tracker.record_failure(
+                        label,
+                        err,
+                        params={**ctx.common_params, "task": task.info},
+                        tags={"bayeslora.kind": "tuning", "bayeslora.method": name},
+                    )
                     continue
             cells += plan_cells(cfg, task, name, method_cls, model, hparams, lora)
     return cells
@@ -169,24 +180,27 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
     modes = [m.name for m in cell.modes()]
     results = {m: ctx.store.load(cell, stored[m]) for m in modes if m in stored}
     missing = [m for m in modes if m not in stored]
+    keep = ctx.cfg.keep_checkpoints
+    if ctx.cfg.force or not (missing or keep):  # --force starts afresh; a finished cell
+        shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)  # needs none
     if missing:
         checkpointer = ctx.checkpointer(cell)
+        data = cell_data(ctx.cfg, ctx.tokenizer, task, cell)
         result = run_cell(
             cell,
             ctx.base_model,
-            cell_data(ctx.cfg, ctx.tokenizer, task, cell),
+            data,
             checkpointer=checkpointer,
             modes=missing,
             save_adapter=ctx.cfg.save_adapters,
         )
         for note in result.notes:
             print(f"bayeslora: {cell.label}: {note}", file=sys.stderr)
-        ids = [e.id for e in task.eval_data.examples]
-        for row, probs in ctx.store.record(result, task.info, ids, task.eval_data.labels):
+        for row, probs in ctx.store.record(result, task.info, data):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)
-        if checkpointer is not None and not ctx.cfg.keep_checkpoints:
-            checkpointer.clear()  # the results are in the store now
+        if not keep:
+            shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)  # results are stored
     ordered = [results[m] for m in modes]
     with open(ctx.run_dir / "results.jsonl", "a") as f:
         for row, _ in ordered:

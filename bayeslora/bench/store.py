@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from bayeslora.bench.results import ResultRow
-from bayeslora.cell import Cell, CellResult
+from bayeslora.cell import Cell, CellData, CellResult
 from bayeslora.metrics import compute_metrics
 
 CELL_TAG = "bayeslora.cell"
@@ -59,7 +59,7 @@ class ResultStore:
     def load(self, cell: Cell, run) -> tuple[ResultRow, torch.Tensor]:
         """A stored result as if it had just run: metrics recomputed from its predictions
         with today's metric registry, times as logged."""
-        stored = self.tracker.load_dict(run.info.run_id, PREDICTIONS)
+        stored = self.tracker.load_dict(run, PREDICTIONS)
         probs = torch.tensor(stored["probs"], dtype=getattr(torch, stored.get("dtype", "float32")))
         labels = torch.tensor(stored["labels"], dtype=torch.long)
         times = run.data.metrics
@@ -75,7 +75,7 @@ class ResultStore:
         return row, probs
 
     def record(
-        self, result: CellResult, data_info: dict, eval_ids: list[str], labels
+        self, result: CellResult, data_info: dict, data: CellData
     ) -> list[tuple[ResultRow, torch.Tensor]]:
         """One FINISHED run per mode of ``result``, nested under the current parent run."""
         cell, tracker, rows = result.cell, self.tracker, []
@@ -92,6 +92,8 @@ class ResultStore:
                 "lora": dataclasses.asdict(cell.lora),
                 "train": dataclasses.asdict(cell.train),
                 "cell": {"key": cell.key, **cell.ingredients()},
+                "train_size": len(data.train),
+                "val_size": len(data.val) if data.val is not None else 0,
             }
             tags = result_tags(cell, mode.name)
             if result.notes:
@@ -109,7 +111,7 @@ class ResultStore:
                     }
                 )
                 tracker.log_dict(params, "config.json")
-                tracker.log_dict(_predictions(eval_ids, labels, mode_result.probs), PREDICTIONS)
+                tracker.log_dict(_predictions(data.eval, mode_result.probs), PREDICTIONS)
                 if self.save_adapters and result.adapter:
                     tracker.log_directory(lambda d: _write(result.adapter, d), "adapter")
             row = _row(
@@ -128,7 +130,7 @@ class ResultStore:
             cell.label,
             error,
             params={**self.common_params, "task": data_info, "cell": cell.ingredients()},
-            tags={KIND_TAG: "result", CELL_TAG: cell.key, "bayeslora.method": cell.method},
+            tags={k: v for k, v in result_tags(cell, "").items() if k != MODE_TAG},
         )
 
 
@@ -138,10 +140,10 @@ def _row(cell: Cell, mode: str, metrics, train_s, eval_s, run_id, reused=False) 
     )
 
 
-def _predictions(ids: list[str], labels, probs: torch.Tensor) -> dict:
+def _predictions(eval_data, probs: torch.Tensor) -> dict:
     return {
-        "ids": ids,
-        "labels": labels.tolist(),
+        "ids": [e.id for e in eval_data.examples],
+        "labels": eval_data.labels.tolist(),
         "dtype": str(probs.dtype).removeprefix("torch."),
         "probs": probs.tolist(),
     }

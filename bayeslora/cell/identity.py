@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import bayeslora
+from bayeslora.methods.registry import available_methods, split_method_name
 
 # Logged with every run.
 LIBRARIES = (
@@ -20,23 +25,50 @@ LIBRARIES = (
     "bitsandbytes",
     "laplace-torch",
 )
-# Part of the key: the libraries whose upgrade can change what a cell computes. An
-# upgrade of one of them reruns cells rather than mixing results of two versions.
-KEY_LIBRARIES = ("bayeslora", "torch", "transformers", "peft")
+# Part of every key: the libraries whose upgrade can change what any cell computes. An
+# upgrade of one of them reruns cells rather than mixing results of two versions. A
+# method adds its own (Method.key_libraries: laplace-torch for Laplace), a quantized model
+# adds bitsandbytes.
+KEY_LIBRARIES = ("torch", "transformers", "peft")
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return {"python": platform.python_version(), **{n: version_or_missing(n) for n in names}}
 
 
-def code_identity() -> dict[str, str]:
-    return library_versions(KEY_LIBRARIES)
+def code_identity(method_name: str, method_cls, quantized: bool) -> dict[str, object]:
+    """Which code computes a cell: bayeslora's own sources (a hash, so that an edit in a
+    development checkout reruns cells too), the key libraries' versions, and where the
+    method comes from (``built-in`` or ``plugin <distribution> <version>``)."""
+    libraries = (*KEY_LIBRARIES, *method_cls.key_libraries)
+    if quantized:
+        libraries = (*libraries, "bitsandbytes")
+    versions = {k: v for k, v in library_versions(libraries).items() if k != "python"}
+    sources = available_methods()
+    base, posthoc = split_method_name(method_name)
+    return {
+        "bayeslora": version_or_missing("bayeslora"),
+        "bayeslora_sources": _sources_digest(),
+        "libraries": versions,
+        "method_sources": {name: sources.get(name, "in-process") for name in (base, *posthoc)},
+    }
+
+
+def version_or_missing(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@functools.cache
+def _sources_digest() -> str:
+    root = Path(bayeslora.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def examples_digest(examples: Iterable) -> str:

@@ -81,7 +81,7 @@ def run_cell(
     notes = []
     if checkpointer is not None and not method_cls.checkpointable:
         notes.append(
-            f"{cell.method} keeps no mid-training checkpoints: an interrupted cell restarts"
+            f"{cell.method} keeps no mid-training checkpoints: if interrupted, it restarts"
         )
         checkpointer = None
     method.checkpointer = checkpointer
@@ -91,10 +91,16 @@ def run_cell(
         start = time.perf_counter()
         method.fit(classifier, data.train, data.val)
         train_time = time.perf_counter() - start
+        if checkpointer is not None and not checkpointer.claimed:
+            notes.append(
+                f"{cell.method}'s fit does not use Method.training_loop, so it kept no "
+                "checkpoints: if interrupted, it restarts"
+            )
         results = []
         for mode in wanted:
             start = time.perf_counter()
-            probs = check_finite(method.predict_proba(data.eval, mode), f"{mode.name} predictions")
+            probs = method.predict_proba(data.eval, method.declared_mode(mode))
+            check_finite(probs, f"{mode.name} predictions")
             eval_time = time.perf_counter() - start
             metrics = compute_metrics(probs, data.eval.labels)
             results.append(ModeResult(mode, metrics, probs, eval_time))

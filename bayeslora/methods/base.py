@@ -93,6 +93,9 @@ class Method(ABC):
     # method whose state outlives one loop (the members of an ensemble) sets False, and
     # the harness then says that an interrupted cell restarts.
     checkpointable: ClassVar[bool] = True
+    # Libraries beyond torch/transformers/peft whose version changes this method's results:
+    # part of its cells' keys (README, "Resume").
+    key_libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -117,8 +120,10 @@ class Method(ABC):
         """Train ``model``'s LoRA weights on ``train`` (a TokenizedDataset)."""
 
     @abstractmethod
-    def predict_proba(self, data, mode: str | None = None) -> Tensor:
-        """Class probabilities ``[N, K]`` for ``data`` in its order; rows sum to one."""
+    def predict_proba(self, data, mode: PredictionMode | str | None = None) -> Tensor:
+        """Class probabilities ``[N, K]`` for ``data`` in its order; rows sum to one.
+
+        ``mode``: one of :meth:`prediction_modes` as declared there (None: the first)."""
 
     def prediction_modes(self) -> tuple[PredictionMode | str, ...]:
         """The prediction modes this method reports, each logged as its own result row.
@@ -131,6 +136,14 @@ class Method(ABC):
     def modes(self) -> tuple[PredictionMode, ...]:
         """:meth:`prediction_modes` as ``PredictionMode`` values (what the harness reads)."""
         return tuple(as_mode(m) for m in self.prediction_modes())
+
+    def declared_mode(self, mode: PredictionMode) -> PredictionMode | str:
+        """``mode`` as :meth:`prediction_modes` declared it, which is what the harness passes
+        to :meth:`predict_proba`: a method that declared plain names gets a name back."""
+        for declared in self.prediction_modes():
+            if as_mode(declared).name == mode.name:
+                return declared
+        raise ValueError(f"{self.name} has no prediction mode '{mode.name}'")
 
     def training_loop(self, model, train, optimizer, val=None, **loop_options) -> list[dict]:
         """The shared training loop (``bayeslora.training.loop.train_loop``) with the

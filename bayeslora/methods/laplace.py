@@ -270,6 +270,7 @@ class LaplaceLoRA(AdamW):
     """
 
     Config = LaplaceConfig
+    key_libraries = ("laplace-torch",)
 
     def __init__(self, config=None, *, train=None, on_log=None):
         super().__init__(config, train=train, on_log=on_log)

@@ -44,6 +44,7 @@ class PostHocMethod(Method):
                 "Config": inner.Config,
                 "task_defaults": inner.task_defaults,
                 "checkpointable": inner.checkpointable,
+                "key_libraries": (*inner.key_libraries, *cls.key_libraries),
                 "posthoc_name": suffix,
             },
         )
@@ -79,11 +80,15 @@ class PostHocMethod(Method):
         self.inner_method.fit(model, train, val)
         self.history = self.inner_method.history
         for mode in self.inner_method.modes():
-            self.fit_posthoc(mode, self.inner_method.predict_proba(val, mode), val.labels)
+            self.fit_posthoc(mode, self._inner_proba(val, mode), val.labels)
 
     def predict_proba(self, data, mode: PredictionMode | str | None = None) -> Tensor:
         inner_mode = self._check_mode(mode).inner
-        return self.transform(inner_mode, self.inner_method.predict_proba(data, inner_mode))
+        return self.transform(inner_mode, self._inner_proba(data, inner_mode))
+
+    def _inner_proba(self, data, inner_mode: PredictionMode) -> Tensor:
+        inner = self.inner_method
+        return inner.predict_proba(data, inner.declared_mode(inner_mode))
 
     def extra_metrics(self) -> dict[str, float]:
         return {**self.inner_method.extra_metrics(), **self.posthoc_metrics()}

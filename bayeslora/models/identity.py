@@ -5,9 +5,10 @@ that changes the weights or how they are held (revision, file contents, dtype,
 quantization, device type, attention implementation) changes it.
 
 - The packaged model: its GGUF file's name and sha256.
-- A local directory: its resolved path, and per file its name, size and the sha256 of
-  its first and last MiB (hashing every byte of a 7B checkpoint would cost a minute per
-  start; a changed checkpoint differs in its first tensors in practice).
+- A local directory: the sha256 of every file in it (names and contents; dot-files and
+  dot-directories such as ``.cache`` left out), not its path, so a copy elsewhere is the
+  same model. Hashing a 7B checkpoint takes tens of seconds, so each file's hash is cached
+  in ``<bayeslora cache>/file-hashes.json`` under its path, size and modification time.
 - A hub id: the commit of the snapshot in the local Hugging Face cache (the tokenizer
   is loaded first, so the snapshot exists), or ``"unresolved"`` when it is not cached.
 - The tiny random models: their construction settings.
@@ -15,16 +16,17 @@ quantization, device type, attention implementation) changes it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 from bayeslora.models.loading import ModelSettings, resolve_device
-from bayeslora.models.packaged import PACKAGED_MODELS, gguf_path, is_packaged
+from bayeslora.models.packaged import PACKAGED_MODELS, cache_dir, gguf_path, is_packaged
 from bayeslora.models.tiny import TINY_MODELS, TINY_SETTINGS
 
-EDGE_BYTES = 1 << 20  # hashed at each end of a local weight file
+HASH_CACHE = "file-hashes.json"
 
 
 def model_identity(settings: ModelSettings) -> dict[str, Any]:
@@ -44,20 +46,15 @@ def model_identity(settings: ModelSettings) -> dict[str, Any]:
             **identity,
             "source": "packaged",
             "file": spec.gguf_file,
-            "sha256": _file_sha256(gguf_path(settings.name)),
+            "sha256": _cached_sha256(gguf_path(settings.name)),
         }
     path = Path(settings.name).expanduser()
     if path.is_dir():
-        return {
-            **identity,
-            "source": "local",
-            "path": str(path.resolve()),
-            "files": _dir_digest(path),
-        }
+        del identity["name"]  # where the directory is does not matter, only what it holds
+        return {**identity, "source": "local", "files": _dir_digest(path)}
     return {**identity, "source": "hub", "revision": _hub_revision(settings.name)}
 
 
-@functools.cache
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -66,16 +63,34 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered across processes by (path, size, mtime)."""
+    stat = path.stat()
+    entry = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = cache_dir() / HASH_CACHE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if entry not in cache:
+        cache[entry] = _file_sha256(path)
+        try:  # best effort: a read-only cache only costs the hashing again
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            tmp.replace(cache_file)
+        except OSError:
+            pass
+    return cache[entry]
+
+
 def _dir_digest(path: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(path)}\0{size}\0".encode())
-        with open(file, "rb") as f:
-            digest.update(f.read(EDGE_BYTES))
-            if size > 2 * EDGE_BYTES:
-                f.seek(size - EDGE_BYTES)
-                digest.update(f.read(EDGE_BYTES))
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(f"{relative}\0{_cached_sha256(file)}\n".encode())
     return digest.hexdigest()
 
 

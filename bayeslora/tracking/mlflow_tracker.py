@@ -132,10 +132,10 @@ class MlflowTracker:
             output_format="list",
         )
 
-    def load_dict(self, run_id: str, artifact_file: str) -> Any:
-        """A JSON artifact of any run of the store."""
+    def load_dict(self, run, artifact_file: str) -> Any:
+        """A JSON artifact of a run of the store (an ``mlflow.entities.Run``)."""
         return self.mlflow.artifacts.load_dict(
-            self.mlflow.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + artifact_file
+            run.info.artifact_uri.rstrip("/") + "/" + artifact_file
         )
 
     def log_params(self, params: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ state dicts have), lists, tuples, tensors and JSON scalars into that pair and ba
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ def pack(obj: Any, tensors: dict[str, Tensor]) -> Any:
         return {"__tuple__": [pack(v, tensors) for v in obj]}
     if isinstance(obj, list):
         return [pack(v, tensors) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):  # strict JSON has no inf or NaN
+        return {"__float__": repr(obj)}
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     raise TypeError(f"cannot checkpoint a {type(obj).__name__}: {obj!r}")
@@ -56,6 +59,8 @@ def unpack(obj: Any, tensors: dict[str, Tensor]) -> Any:
             return tensor.to(device) if device != "cpu" else tensor
         if "__tuple__" in obj:
             return tuple(unpack(v, tensors) for v in obj["__tuple__"])
+        if "__float__" in obj:
+            return float(obj["__float__"])
         return {k: unpack(v, tensors) for k, v in obj["__dict__"]}
     return obj
 
@@ -88,6 +93,14 @@ class Checkpointer:
             raise ValueError(f"checkpoint interval must be >= 1 step, got {every}")
         self.directory = Path(directory)
         self.every = every
+        self.claimed = False
+
+    def claim(self) -> bool:
+        """True for the first training loop that asks, False after: a checkpoint belongs to
+        one loop, and a fit that runs two (two phases) must not resume the second from the
+        first's final state."""
+        first, self.claimed = not self.claimed, True
+        return first
 
     def due(self, step: int, last_step: int) -> bool:
         # The last step too: a run killed while predicting then need not train again.
@@ -102,14 +115,16 @@ class Checkpointer:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.directory))
         try:
             save_file(tensors, tmp / STATE_TENSORS)
-            (tmp / STATE_JSON).write_text(json.dumps(meta))
+            (tmp / STATE_JSON).write_text(json.dumps(meta, allow_nan=False))
             target = self.directory / f"step-{step:08d}"
-            if target.exists():  # a rerun that saves the same step again
-                shutil.rmtree(target)
+            if target.exists():  # the same step again: move the old one aside first, so
+                aside = self.directory / f".old-{target.name}"  # that a kill keeps one
+                shutil.rmtree(aside, ignore_errors=True)
+                target.rename(aside)
             tmp.rename(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        for old in self._complete():
+        for old in [*self._complete(), *self.directory.glob(".old-*")]:
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -117,6 +132,8 @@ class Checkpointer:
         """The newest complete checkpoint, or None."""
         from safetensors.torch import load_file
 
+        for leftover in self.directory.glob(".tmp-*"):  # a save killed half-way
+            shutil.rmtree(leftover, ignore_errors=True)
         complete = self._complete()
         if not complete:
             return None

@@ -113,6 +113,8 @@ def train_loop(
     history: list[dict[str, float]] = []
     window = {"loss": 0.0, "examples": 0, "tokens": 0}
     start_step = 0
+    if checkpoint is not None and not checkpoint.claim():
+        checkpoint = None  # a second loop in one fit: only the first one checkpoints
     saved = checkpoint.load() if checkpoint else None
     if saved is not None:
         start_step = saved.step
