@@ -99,7 +99,7 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
         tasks = {name: prepare_task(cfg, ctx.tokenizer, name) for name in cfg.tasks}
         cells = _plan(ctx, tasks, method_classes, tune, failures)
         stored = {} if cfg.force else {cell.key: ctx.store.finished(cell) for cell in cells}
-        todo = [c for c in cells if not {m.name for m in c.modes()} <= stored.get(c.key, {}).keys()]
+        todo = [c for c in cells if _missing_modes(c, stored.get(c.key, {}))]
         print(
             f"bayeslora: {len(cells)} cell(s): {len(cells) - len(todo)} finished earlier "
             f"(reused from the store), {len(todo)} to run",
@@ -175,14 +175,18 @@ def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
     return cells
 
 
+def _missing_modes(cell: Cell, stored: dict) -> list[str]:
+    """The cell's modes without a FINISHED result in the store (``stored``: mode -> run)."""
+    return [m.name for m in cell.modes() if m.name not in stored]
+
+
 def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Result]:
     """The cell's results in mode order: the stored ones reused, the missing ones run."""
     modes = [m.name for m in cell.modes()]
     results = {m: ctx.store.load(cell, stored[m]) for m in modes if m in stored}
-    missing = [m for m in modes if m not in stored]
-    keep = ctx.cfg.keep_checkpoints
-    if ctx.cfg.force or not (missing or keep):  # --force starts afresh; a finished cell
-        shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)  # needs none
+    missing = _missing_modes(cell, stored)
+    if ctx.cfg.force:  # starts afresh, from no checkpoint either
+        shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)
     if missing:
         checkpointer = ctx.checkpointer(cell)
         data = cell_data(ctx.cfg, ctx.tokenizer, task, cell)
@@ -199,8 +203,8 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
         for row, probs in ctx.store.record(result, task.info, data):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)
-        if not keep:
-            shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)  # results are stored
+    if not ctx.cfg.keep_checkpoints:  # every result is in the store now
+        shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)
     ordered = [results[m] for m in modes]
     with open(ctx.run_dir / "results.jsonl", "a") as f:
         for row, _ in ordered:

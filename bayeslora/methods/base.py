@@ -179,10 +179,14 @@ class Method(ABC):
 
     def validation_metrics(self, data) -> dict[str, float]:
         """Calibration metrics of the primary prediction mode on ``data`` (used during training)."""
+        return self.score_validation(self.predict_proba(data), data)
+
+    @staticmethod
+    def score_validation(probs: Tensor, data) -> dict[str, float]:
+        """Metrics of ``probs`` on validation ``data``; non-finite ones are divergence."""
         from bayeslora.metrics import calibration_metrics
 
-        probs = check_finite(self.predict_proba(data), "validation predictions")
-        return calibration_metrics(probs, data.labels)
+        return calibration_metrics(check_finite(probs, "validation predictions"), data.labels)
 
     def _evaluator(self, val) -> Callable[[], dict[str, float]] | None:
         return (lambda: self.validation_metrics(val)) if val is not None else None

@@ -28,7 +28,7 @@ from bayeslora.methods.adamw import AdamW, AdamWConfig
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.tasks.encoding import make_loader
-from bayeslora.training.loop import check_finite, predict_logits
+from bayeslora.training.loop import predict_logits
 
 
 class HessianStructure(StrEnum):
@@ -341,13 +341,11 @@ class LaplaceLoRA(AdamW):
         return probs
 
     def validation_metrics(self, data) -> dict[str, float]:
-        from bayeslora.metrics import calibration_metrics
 
         # During AdamW training (--eval-every) there is no posterior yet: score the MAP.
         posterior, map_mode = self.modes()
         mode = posterior if self.la is not None else map_mode
-        probs = check_finite(self.predict_proba(data, mode), "validation predictions")
-        return calibration_metrics(probs, data.labels)
+        return self.score_validation(self.predict_proba(data, mode), data)
 
     @classmethod
     def search_space(cls, trial) -> dict:

@@ -22,8 +22,7 @@ from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn
 from bayeslora.methods.adamw import AdamW, AdamWConfig
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
-from bayeslora.metrics import calibration_metrics
-from bayeslora.training.loop import check_finite, predict_logits
+from bayeslora.training.loop import predict_logits
 
 
 @dataclass
@@ -152,7 +151,7 @@ class SWA(AdamW):
         def evaluate() -> dict[str, float]:
             self.model.eval()
             probs = predict_logits(self.model, val, self.train_settings.eval_batch_size).softmax(-1)
-            return calibration_metrics(check_finite(probs, "validation predictions"), val.labels)
+            return self.score_validation(probs, val)
 
         return evaluate
 
