@@ -52,7 +52,15 @@ class MlflowTracker:
 
         self.mlflow = mlflow
         self.tracking_uri = tracking_uri
+        # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment; a
+        # second bench in this process (a notebook, the tests) would then take this store
+        # for the user's choice. Keep the environment as the user left it.
+        user_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(tracking_uri)
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_uri
         for attempt in range(3):
             try:
                 self._ensure_experiment(experiment, artifact_dir)

@@ -37,3 +37,14 @@ def test_runs_end_finished_failed_or_killed(tmp_path):
     assert client.get_run(bad.info.run_id).info.status == "FAILED"
     assert client.get_run(bad.info.run_id).data.tags["bayeslora.error"] == "RuntimeError: boom"
     assert client.get_run(stopped.info.run_id).info.status == "KILLED"
+
+
+def test_a_tracker_leaves_the_users_tracking_uri_as_it_was(tmp_path, monkeypatch):
+    # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; a second bench in the same process
+    # must still get the store of its own --output-dir.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    MlflowTracker(default_tracking_uri(tmp_path / "a"), "x", tmp_path / "a" / "art")
+    assert default_tracking_uri(tmp_path / "b") == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")
+    MlflowTracker(default_tracking_uri(tmp_path / "c"), "x", tmp_path / "c" / "art")
+    assert default_tracking_uri(tmp_path / "d") == f"sqlite:///{tmp_path / 'user.db'}"
