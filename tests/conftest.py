@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The test session's bench workers (and the bench processes tests start) share threads
+# among themselves, not with whatever else runs on this machine (bayeslora/threads.py).
+os.environ.setdefault("BAYESLORA_WORKERS_DIR", tempfile.mkdtemp(prefix="bayeslora-workers-"))
 
 
 @pytest.fixture(scope="session")

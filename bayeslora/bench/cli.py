@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        help=f"dtype of the frozen base weights (default {d.dtype})",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="dtype of the frozen base weights; LoRA weights and optimizer state stay float32; "
+        f"auto: bfloat16 where the CPU or GPU computes it natively, else float32 (default {d.dtype})",
     )
     g.add_argument(
         "--quantization",
@@ -113,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bitsandbytes quantization of the base weights (needs bayeslora[quant]) (default {d.quantization})",
     )
     g.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default {d.device})")
+    g.add_argument(
+        "--attn-implementation",
+        choices=["auto", "eager", "sdpa", "flash_attention_2"],
+        help="the transformers attention kernel; auto: eager for bfloat16/float16 on a CPU "
+        "(torch's CPU SDPA backward is 3x slower in bf16 than fp32), sdpa otherwise "
+        f"(default {d.attn_implementation})",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of this process (default: the cores this process may use, shared "
+        "fairly among the bench and tuning workers running on this machine, rebalanced as "
+        "they start and end)",
+    )
     g.add_argument(
         "--trust-remote-code",
         action="store_true",

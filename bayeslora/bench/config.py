@@ -19,6 +19,7 @@ from bayeslora.methods.registry import split_method_name
 from bayeslora.models.classifier import LoraSettings
 from bayeslora.models.loading import ModelSettings
 from bayeslora.models.packaged import DEFAULT_MODEL
+from bayeslora.threads import check_threads
 from bayeslora.training.settings import TrainSettings
 
 
@@ -35,6 +36,7 @@ class BenchConfig:
     dtype: str = "float32"
     quantization: str = "none"
     device: str = "auto"
+    attn_implementation: str = "auto"  # auto: chosen per dtype and device (models/loading.py)
     trust_remote_code: bool = False
     # LoRA (the paper: r=8, alpha=16, dropout 0.1 on q_proj and v_proj)
     lora_rank: int = 8
@@ -77,12 +79,16 @@ class BenchConfig:
     experiment: str = "bayeslora"
     save_adapters: bool = True
     progress: bool = True
+    # torch threads of this process; None: a fair share of the cores among the bench and
+    # tuning workers running on this machine (bayeslora/threads.py)
+    threads: int | None = None
     # resume: a cell whose key has a FINISHED result per mode in the store is reused
     force: bool = False  # rerun every cell even if the store has it finished
     checkpoint_every: int = 0  # save mid-training state every N steps (0: never)
     keep_checkpoints: bool = False  # keep a finished cell's checkpoints (default: removed)
 
     def __post_init__(self) -> None:
+        check_threads(self.threads)
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"--checkpoint-every must be >= 0 steps (0: no checkpoints), got {self.checkpoint_every}"
@@ -95,6 +101,7 @@ class BenchConfig:
             quantization=self.quantization,
             device=self.device,
             trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn_implementation,
         )
 
     def lora_settings(self) -> LoraSettings:
@@ -151,14 +158,14 @@ EMBEDDED_PRESET: dict[str, Any] = {
     },
 }
 
-# --quick: a smoke run of the whole pipeline that finishes in a few minutes on 2 CPU
-# cores, on top of "embedded" when that applies. Its numbers show that things run, not
-# which method is better.
+# --quick: a smoke run of the whole pipeline in about 2 minutes on 2 CPU cores (README), on
+# top of "embedded" when that applies. Its numbers show that things run, not which method
+# is better.
 QUICK_PRESET: dict[str, Any] = {
-    "steps": 20,
+    "steps": 8,
     "limit_train": 160,
-    "limit_eval": 64,
-    "hparams": {"ivon": {"test_samples": 4}},
+    "limit_eval": 32,
+    "hparams": {"ivon": {"test_samples": 2}},
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"embedded": EMBEDDED_PRESET, "quick": QUICK_PRESET}

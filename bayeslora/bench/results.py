@@ -19,6 +19,8 @@ class ResultRow:
     eval_time_s: float
     mlflow_run_id: str
     reused: bool = False  # found finished in the tracking store, not run by this invocation
+    # wall-clock start and end of the training (unix seconds), if run by this invocation
+    trained: tuple[float, float] | None = None
 
 
 def format_table(rows: list[ResultRow], header: bool = True) -> str:

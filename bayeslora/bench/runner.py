@@ -36,6 +36,7 @@ from bayeslora.cell.identity import library_versions
 from bayeslora.methods.registry import get_method
 from bayeslora.models.identity import model_identity
 from bayeslora.models.loading import load_causal_lm, load_tokenizer
+from bayeslora.threads import Worker, worker_threads
 from bayeslora.tracking.mlflow_tracker import MlflowTracker, default_tracking_uri
 from bayeslora.training.checkpoint import Checkpointer
 
@@ -53,6 +54,7 @@ class BenchContext:
     run_dir: Path
     tokenizer: object
     common_params: dict
+    worker: Worker
     loaded_model: object = field(default=None, repr=False)  # None until first used
 
     @property
@@ -76,6 +78,13 @@ def check_methods(cfg: BenchConfig) -> dict[str, type]:
     method_classes = {name: get_method(name) for name in cfg.methods}
     for name, cls in method_classes.items():
         cls(cls.make_config(None, cfg.hparams.get(name)), train=cfg.train_settings(0)).modes()
+    if cfg.quantization != "none":
+        for name, cls in method_classes.items():
+            if not cls.quantized_base:
+                raise ValueError(
+                    f"method '{name}' does not work on a base quantized with --quantization "
+                    f"{cfg.quantization}: {cls.quantized_base_reason}; use --quantization none"
+                )
     unknown = set(cfg.hparams) - set(method_classes)
     if unknown:
         raise ValueError(
@@ -91,7 +100,12 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     per (method, task) while planning; its values become part of the cells' keys.
     """
     method_classes = check_methods(cfg)
-    ctx, stamp = _open(cfg)
+    with worker_threads(cfg.threads) as worker:
+        return _run(cfg, tune, method_classes, worker)
+
+
+def _run(cfg, tune, method_classes, worker) -> tuple[list[ResultRow], list[str]]:
+    ctx, stamp = _open(cfg, worker)
     failures: list[str] = []
     with ctx.tracker.run(
         f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}
@@ -127,7 +141,7 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     return rows, failures
 
 
-def _open(cfg: BenchConfig) -> tuple[BenchContext, str]:
+def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
     output_dir = Path(cfg.output_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = output_dir / f"bench-{stamp}"
@@ -140,14 +154,16 @@ def _open(cfg: BenchConfig) -> tuple[BenchContext, str]:
         artifact_dir=output_dir / "mlartifacts",
     )
     print(
-        f"bayeslora: preset {cfg.preset}, {cfg.steps} steps; results in {run_dir}, "
-        f"MLflow store {tracker.tracking_uri}",
+        f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {worker.threads} torch thread(s) "
+        f"on {worker.cores} core(s); results in {run_dir}, MLflow store {tracker.tracking_uri}",
         file=sys.stderr,
     )
-    common = {"config": cfg.to_dict(), "versions": library_versions()}
+    # Threads change speed, not results: logged with every run, not part of a cell's key.
+    threads = {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
+    common = {"config": cfg.to_dict(), "versions": library_versions(), "threads": threads}
     store = ResultStore(tracker, common, cfg.save_adapters)
     tokenizer = load_tokenizer(cfg.model_settings())
-    return BenchContext(cfg, tracker, store, run_dir, tokenizer, common), stamp
+    return BenchContext(cfg, tracker, store, run_dir, tokenizer, common, worker), stamp
 
 
 def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
@@ -190,6 +206,7 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
     if missing:
         checkpointer = ctx.checkpointer(cell)
         data = cell_data(ctx.cfg, ctx.tokenizer, task, cell)
+        threads, changes = ctx.worker.threads, len(ctx.worker.history)
         result = run_cell(
             cell,
             ctx.base_model,
@@ -200,7 +217,9 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
         )
         for note in result.notes:
             print(f"bayeslora: {cell.label}: {note}", file=sys.stderr)
-        for row, probs in ctx.store.record(result, task.info, data):
+        # every thread count the cell ran with (other workers may start and end meanwhile)
+        used = ",".join(str(n) for n in [threads, *ctx.worker.history[changes:]])
+        for row, probs in ctx.store.record(result, task.info, data, {"bayeslora.threads": used}):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)
     if not ctx.cfg.keep_checkpoints:  # every result is in the store now

@@ -75,9 +75,10 @@ class ResultStore:
         return row, probs
 
     def record(
-        self, result: CellResult, data_info: dict, data: CellData
+        self, result: CellResult, data_info: dict, data: CellData, tags: dict | None = None
     ) -> list[tuple[ResultRow, torch.Tensor]]:
-        """One FINISHED run per mode of ``result``, nested under the current parent run."""
+        """One FINISHED run per mode of ``result``, nested under the current parent run;
+        ``tags``: more tags for each of them."""
         cell, tracker, rows = result.cell, self.tracker, []
         for mode_result in result.modes:
             mode = mode_result.mode
@@ -95,7 +96,7 @@ class ResultStore:
                 "train_size": len(data.train),
                 "val_size": len(data.val) if data.val is not None else 0,
             }
-            tags = result_tags(cell, mode.name)
+            tags = {**result_tags(cell, mode.name), **(tags or {})}
             if result.notes:
                 tags["bayeslora.notes"] = "; ".join(result.notes)
             name = f"{mode.name}/{cell.task}/seed{cell.seed}"
@@ -121,6 +122,7 @@ class ResultStore:
                 result.train_time_s,
                 mode_result.eval_time_s,
                 run.info.run_id,
+                trained=result.trained,
             )
             rows.append((row, mode_result.probs))
         return rows
@@ -134,9 +136,21 @@ class ResultStore:
         )
 
 
-def _row(cell: Cell, mode: str, metrics, train_s, eval_s, run_id, reused=False) -> ResultRow:
+def _row(
+    cell: Cell, mode: str, metrics, train_s, eval_s, run_id, reused=False, trained=None
+) -> ResultRow:
     return ResultRow(
-        mode, cell.method, cell.task, cell.seed, cell.key, metrics, train_s, eval_s, run_id, reused
+        mode,
+        cell.method,
+        cell.task,
+        cell.seed,
+        cell.key,
+        metrics,
+        train_s,
+        eval_s,
+        run_id,
+        reused,
+        trained,
     )
 
 

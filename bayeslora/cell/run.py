@@ -50,6 +50,7 @@ class CellResult:
     history: list[tuple[int, dict[str, float]]]  # (step, values) as the loop logged them
     extras: dict[str, float]  # the method's extra_metrics()
     adapter: dict[str, bytes] | None = None  # peft's adapter files, if asked for
+    trained: tuple[float, float] | None = None  # wall-clock start and end of fit (unix s)
     notes: list[str] = field(default_factory=list)  # what a reader of the run should know
 
 
@@ -88,9 +89,9 @@ def run_cell(
     wanted = [m for m in method.modes() if modes is None or m.name in modes]
 
     with lora_classifier(base_model, data.answer_ids, cell.lora, seed=cell.seed) as classifier:
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         method.fit(classifier, data.train, data.val)
-        train_time = time.perf_counter() - start
+        train_time, trained = time.perf_counter() - start, (started, time.time())
         if checkpointer is not None and not checkpointer.claimed:
             notes.append(
                 f"{cell.method}'s fit does not use Method.training_loop, so it kept no "
@@ -106,7 +107,9 @@ def run_cell(
             results.append(ModeResult(mode, metrics, probs, eval_time))
         extras = method.extra_metrics()  # after predicting: some report prediction costs
         adapter = _adapter_files(classifier) if save_adapter else None
-    return CellResult(cell, results, train_time, history, extras, adapter, notes)
+    return CellResult(
+        cell, results, train_time, history, extras, adapter, notes=notes, trained=trained
+    )
 
 
 def _adapter_files(classifier) -> dict[str, bytes]:

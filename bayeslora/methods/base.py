@@ -96,6 +96,10 @@ class Method(ABC):
     # Libraries beyond torch/transformers/peft whose version changes this method's results:
     # part of its cells' keys (README, "Resume").
     key_libraries: ClassVar[tuple[str, ...]] = ()
+    # Whether the method works on a base quantized by bitsandbytes (--quantization). One
+    # that does not sets False with the reason, and the harness refuses it before loading.
+    quantized_base: ClassVar[bool] = True
+    quantized_base_reason: ClassVar[str] = ""
 
     def __init__(
         self,

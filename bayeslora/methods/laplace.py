@@ -271,6 +271,14 @@ class LaplaceLoRA(AdamW):
 
     Config = LaplaceConfig
     key_libraries = ("laplace-torch",)
+    # Measured (bitsandbytes 0.50.2, torch 2.13): the GLM predictive's torch.func.jacrev
+    # fails on bitsandbytes' matmuls, autograd Functions without functorch support
+    # ("must override the setup_context staticmethod"), in 8-bit and in 4-bit.
+    quantized_base = False
+    quantized_base_reason = (
+        "its GLM predictive takes per-example Jacobians with torch.func.jacrev, which "
+        "bitsandbytes' quantized matmuls do not support"
+    )
 
     def __init__(self, config=None, *, train=None, on_log=None):
         super().__init__(config, train=train, on_log=on_log)

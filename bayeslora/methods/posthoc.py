@@ -45,6 +45,8 @@ class PostHocMethod(Method):
                 "task_defaults": inner.task_defaults,
                 "checkpointable": inner.checkpointable,
                 "key_libraries": (*inner.key_libraries, *cls.key_libraries),
+                "quantized_base": inner.quantized_base and cls.quantized_base,
+                "quantized_base_reason": inner.quantized_base_reason or cls.quantized_base_reason,
                 "posthoc_name": suffix,
             },
         )

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bayeslora.models.loading import ModelSettings, resolve_device
+from bayeslora.models.loading import ModelSettings, attn_implementation_for, resolve_device
 from bayeslora.models.packaged import PACKAGED_MODELS, cache_dir, gguf_path, is_packaged
-from bayeslora.models.tiny import TINY_MODELS, TINY_SETTINGS
+from bayeslora.models.tiny import TINY_MODELS, config_model_settings
 
 HASH_CACHE = "file-hashes.json"
 
@@ -36,10 +36,10 @@ def model_identity(settings: ModelSettings) -> dict[str, Any]:
         "dtype": settings.dtype,
         "quantization": settings.quantization.value,
         "device_type": resolve_device(settings.device).type,
-        "attn_implementation": settings.attn_implementation,
+        "attn_implementation": attn_implementation_for(settings),
     }
     if settings.name in TINY_MODELS:
-        return {**identity, "source": "config", "settings": TINY_SETTINGS}
+        return {**identity, "source": "config", "settings": config_model_settings(settings.name)}
     if is_packaged(settings.name):
         spec = PACKAGED_MODELS[settings.name]
         return {

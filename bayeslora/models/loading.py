@@ -7,14 +7,23 @@ Llama-sized model on a GPU machine with hub access, optionally quantized to 8 or
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import torch
 
 from bayeslora._optional import require
-from bayeslora.models.packaged import DEFAULT_MODEL, is_packaged, packaged_model_dir
-from bayeslora.models.tiny import TINY_MODELS, tiny_llama
+from bayeslora.models.packaged import (
+    DEFAULT_MODEL,
+    build_once,
+    cache_dir,
+    is_packaged,
+    packaged_model_dir,
+)
+from bayeslora.models.tiny import TINY_MODELS, config_model, config_model_settings
 
 
 class Quantization(StrEnum):
@@ -31,20 +40,57 @@ class ModelSettings:
     """Everything that decides which base model is loaded and how. Logged with each run."""
 
     name: str = DEFAULT_MODEL  # packaged name, hub id or local directory
-    dtype: str = "float32"  # dtype of the frozen base weights (and 4-bit compute dtype)
+    # dtype of the frozen base weights (and 4-bit compute dtype); "auto": bfloat16 where
+    # the device computes it natively (fast_bf16), else float32
+    dtype: str = "float32"
     quantization: Quantization = Quantization.NONE
     device: str = "auto"  # "auto" = cuda if available, else cpu
     trust_remote_code: bool = False  # never run a repository's code unless asked for
-    attn_implementation: str | None = None  # None = transformers' default (sdpa)
+    attn_implementation: str = "auto"  # auto: see attn_implementation_for
 
     def __post_init__(self) -> None:
         self.quantization = Quantization(self.quantization)
+        if self.dtype == "auto":
+            self.dtype = "bfloat16" if fast_bf16(resolve_device(self.device)) else "float32"
         if not hasattr(torch, self.dtype) or not isinstance(
             getattr(torch, self.dtype), torch.dtype
         ):
             raise ValueError(
-                f"dtype '{self.dtype}' is not a torch dtype; use float32, bfloat16 or float16"
+                f"dtype '{self.dtype}' is not a torch dtype; use auto, float32, bfloat16 or float16"
             )
+
+
+# Half precision on a CPU: torch's SDPA backward is 3x slower in bf16 than in fp32 there
+# (measured with torch 2.13, ../shared/notes/perf-anchors.md §5), so a bf16 training step
+# with SDPA gains little; eager attention, which takes its softmax in fp32, halves the step
+# together with the bf16 matmuls. benchmarks/suite.py measures the pair again
+# (bf16_eager_over_sdpa_train). Everywhere else transformers' default (SDPA) is the faster.
+HALF_DTYPES = ("bfloat16", "float16")
+
+
+def attn_implementation_for(settings: ModelSettings) -> str | None:
+    """The attention implementation a model is loaded with: the one asked for, or for
+    "auto" eager for half precision on a CPU and otherwise None, transformers' own choice
+    (SDPA where the model supports it)."""
+    if settings.attn_implementation != "auto":
+        return settings.attn_implementation
+    on_cpu = resolve_device(settings.device).type == "cpu"
+    return "eager" if on_cpu and settings.dtype in HALF_DTYPES else None
+
+
+def fast_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` has bf16 arithmetic in hardware: a CUDA GPU that supports it, or a
+    CPU with AVX512-BF16 or AMX-BF16. Elsewhere bf16 matmuls are emulated and slower than fp32."""
+    if device.type == "cuda":  # Ampere and newer; older GPUs only emulate it
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:  # not Linux
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_device(device: str) -> torch.device:
@@ -100,18 +146,29 @@ def load_causal_lm(settings: ModelSettings):
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(settings.device)
-    if settings.name in TINY_MODELS:
-        vocab_size = len(load_tokenizer(settings))
-        return tiny_llama(vocab_size).to(device=device, dtype=getattr(torch, settings.dtype))
-    source, offline = _source(settings)
+    attention = attn_implementation_for(settings)
     quant = quantization_config(settings)
+    if settings.name in TINY_MODELS and quant is None:
+        vocab_size = len(load_tokenizer(settings))
+        return config_model(
+            settings.name,
+            vocab_size,
+            attn_implementation=attention or "sdpa",
+            device=device,
+            dtype=getattr(torch, settings.dtype),
+        )
+    # A quantized config-built model goes through from_pretrained like any other, so that
+    # bitsandbytes quantizes it while loading: its random weights are saved once first.
+    source, offline = (
+        (str(_materialized(settings)), True) if settings.name in TINY_MODELS else _source(settings)
+    )
     kwargs = {
         "dtype": getattr(torch, settings.dtype),
         "local_files_only": offline,
         "trust_remote_code": settings.trust_remote_code,
     }
-    if settings.attn_implementation:
-        kwargs["attn_implementation"] = settings.attn_implementation
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if quant is not None:
         # bitsandbytes quantizes while loading, onto the target device.
         kwargs.update(
@@ -126,6 +183,20 @@ def load_causal_lm(settings: ModelSettings):
     model.requires_grad_(False)
     model.eval()
     return model
+
+
+def _materialized(settings: ModelSettings) -> Path:
+    """A config-built model saved (in ``settings.dtype``) with its tokenizer, once."""
+    identity = json.dumps(config_model_settings(settings.name), sort_keys=True)
+    digest = hashlib.sha256(f"{identity}/{settings.dtype}".encode()).hexdigest()[:12]
+
+    def save(tmp: Path) -> None:
+        tokenizer = load_tokenizer(settings)
+        dtype, device = getattr(torch, settings.dtype), resolve_device(settings.device)
+        config_model(settings.name, len(tokenizer), device=device, dtype=dtype).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return build_once(cache_dir() / "config-models" / f"{settings.name}-{digest}", save)
 
 
 def _keep_4bit_trainable_on_cpu(model) -> None:

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +97,10 @@ def packaged_model_dir(name: str) -> Path:
         return target
     source = gguf_path(name)
     require("gguf", extra="offline", purpose=f"Converting the packaged model '{name}'")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    def convert(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         kwargs = {"gguf_file": source.name, "local_files_only": True}
         tokenizer = AutoTokenizer.from_pretrained(source.parent, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.parent, dtype="float32", **kwargs)
@@ -111,6 +111,23 @@ def packaged_model_dir(name: str) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+    return build_once(target, convert)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """``target``, a model directory that ``build(tmp)`` writes, built once.
+
+    ``build`` writes into a temporary directory next to ``target``, which is then renamed
+    into place: an interrupted build never leaves a half-written cache behind, and when two
+    processes build at once, both end with a complete copy (the first one renamed wins).
+    """
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first; its copy is as good as ours

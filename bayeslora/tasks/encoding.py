@@ -21,6 +21,7 @@ Importing this module imports torch; ``bayeslora.tasks`` itself does not.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -123,6 +124,31 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, 
         attention_mask[row, width - len(ids) :] = 1
     labels = torch.tensor([item["label"] for item in batch], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# dataset -> {batch size: batches}; weak, so a dataset's batches go when the dataset goes
+_SORTED_BATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def length_sorted_batches(
+    dataset: Dataset, batch_size: int
+) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Evaluation batches of similar lengths, longest first, as ``(indices, batch)`` pairs.
+
+    Sorting by length cuts the padding of ARC-Easy's validation set at batch size 32 from
+    46 % of the tokens to a few percent (README of benchmarks/). Longest first, so a batch
+    too large for the memory fails at once. Built once per dataset and batch size: every
+    Monte Carlo sample and every prediction mode reuses them.
+    """
+    cache = _SORTED_BATCHES.setdefault(dataset, {})
+    if batch_size not in cache:
+        lengths = torch.tensor([len(dataset[i]["input_ids"]) for i in range(len(dataset))])
+        order = torch.argsort(lengths, descending=True, stable=True)
+        cache[batch_size] = [
+            (chunk, collate([dataset[int(i)] for i in chunk], dataset.pad_token_id))
+            for chunk in order.split(batch_size)
+        ]
+    return cache[batch_size]
 
 
 def make_loader(

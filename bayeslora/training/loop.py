@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from bayeslora.tasks.encoding import make_loader
+from bayeslora import threads
+from bayeslora.tasks.encoding import length_sorted_batches, make_loader
 from bayeslora.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from bayeslora.training.settings import TrainSettings
 
@@ -130,6 +131,7 @@ def train_loop(
     window_start = time.perf_counter()
 
     for step in range(start_step + 1, settings.steps + 1):
+        threads.rebalance()  # another worker may have started or ended on this machine
         model.train()
         optimizer.zero_grad(set_to_none=True)
         for _ in range(settings.grad_accum):
@@ -228,12 +230,14 @@ def _progress_bar(settings: TrainSettings, initial: int = 0):
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, data, batch_size: int = 32) -> torch.Tensor:
-    """Logits [N, K] in data order. Leaves train/eval modes to the caller (MC Dropout
-    needs dropout on)."""
+    """Logits [N, K] in data order, computed over length-sorted batches (less padding).
+    Leaves train/eval modes to the caller (MC Dropout needs dropout on)."""
     device = next(model.parameters()).device
-    loader = make_loader(data, batch_size, shuffle=False, seed=0, pad_token_id=data.pad_token_id)
-    outputs = [
-        model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
-        for batch in loader
-    ]
-    return torch.cat(outputs)
+    logits = None
+    for indices, batch in length_sorted_batches(data, batch_size):
+        threads.rebalance()
+        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+        if logits is None:
+            logits = torch.empty(len(data), out.shape[-1])
+        logits[indices] = out.cpu()
+    return logits if logits is not None else torch.empty(0, 0)

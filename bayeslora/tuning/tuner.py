@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bayeslora.methods.registry import get_method
+from bayeslora.models.loading import attn_implementation_for
 from bayeslora.tasks.encoding import TokenizedDataset
 from bayeslora.tasks.holdout import split_holdout
 from bayeslora.training.loop import DivergedError
@@ -184,7 +185,9 @@ class Tuner:
             "method": method,
             "task": task.name,
             "model": cfg.model,
-            "dtype": cfg.dtype,
+            # as resolved on this machine: "auto" trains in bf16 on some and fp32 on others
+            "dtype": cfg.model_settings().dtype,
+            "attn_implementation": attn_implementation_for(cfg.model_settings()),
             "quantization": cfg.quantization,
             "source": cfg.source,
             "jsonl_train": cfg.jsonl_train,

@@ -190,9 +190,9 @@ def test_quick_preset_only_touches_selected_methods():
     cfg = _resolve("--quick", "--methods", "adamw", "--preset", "none")
     assert cfg.steps == 20 and cfg.hparams == {} and cfg.preset == "quick"
     cfg = _resolve("--quick", "--preset", "none")
-    assert cfg.hparams == {"ivon": {"test_samples": 4}}
+    assert cfg.hparams == {"ivon": {"test_samples": 2}}
     cfg = _resolve("--quick", "--methods", "ivon+temperature", "--preset", "none")
-    assert cfg.hparams == {"ivon+temperature": {"test_samples": 4}}
+    assert cfg.hparams == {"ivon+temperature": {"test_samples": 2}}
 
 
 def test_embedded_preset_applies_to_the_packaged_default_model_only():
@@ -205,7 +205,7 @@ def test_embedded_preset_applies_to_the_packaged_default_model_only():
     assert (cfg.preset, cfg.steps, cfg.limit_train, cfg.hparams) == ("none", 300, None, {})
     cfg = _resolve("--model", "tiny-random-llama", "--preset", "embedded", "--quick")
     assert cfg.preset == "embedded+quick" and cfg.steps == 20
-    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2), "test_samples": 4}
+    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2), "test_samples": 2}
 
 
 def test_embedded_preset_scales_every_builtin_lr_alike():
@@ -258,3 +258,25 @@ def test_help_explains_every_option(capsys):
         "--config",
     ):
         assert flag in text
+
+
+def test_threads_must_be_positive_before_anything_loads(capsys, tmp_path):
+    assert main(["--methods", "adamw", *TINY, "--threads", "0", "--output-dir", str(tmp_path)]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("bench-*"))
+
+
+def test_threads_are_logged_with_every_run(bench_run):
+    import mlflow
+
+    _, out = bench_run
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["bayeslora"], output_format="list")
+    assert len(runs) >= 7  # the bench run and its six results
+    for run in runs:
+        assert int(run.data.params["threads.cores"]) >= 1
+        assert int(run.data.params["threads.at_start"]) >= 1
+    results = [r for r in runs if "bayeslora.mode" in r.data.tags]
+    assert results and all(
+        r.data.tags["bayeslora.threads"].split(",")[0].isdigit() for r in results
+    )

