@@ -28,3 +28,15 @@ def tiny_model(tokenizer):
     from bayeslora.models.tiny import tiny_llama
 
     return tiny_llama(len(tokenizer))
+
+
+@pytest.fixture(autouse=True)
+def _keep_mlflow_tracking_uri():
+    """mlflow.set_tracking_uri (which tests call to query a store) also sets the environment
+    variable, which later bench runs, and the processes tests start, would log into."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -54,7 +54,7 @@ class BenchContext:
     run_dir: Path
     tokenizer: object
     common_params: dict
-    worker: Worker
+    worker: Worker | None = None  # this process's thread share (None: not registered)
     loaded_model: object = field(default=None, repr=False)  # None until first used
 
     @property
@@ -206,7 +206,8 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
     if missing:
         checkpointer = ctx.checkpointer(cell)
         data = cell_data(ctx.cfg, ctx.tokenizer, task, cell)
-        threads, changes = ctx.worker.threads, len(ctx.worker.history)
+        worker = ctx.worker
+        threads, changes = (worker.threads, len(worker.history)) if worker else (None, 0)
         result = run_cell(
             cell,
             ctx.base_model,
@@ -218,8 +219,9 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
         for note in result.notes:
             print(f"bayeslora: {cell.label}: {note}", file=sys.stderr)
         # every thread count the cell ran with (other workers may start and end meanwhile)
-        used = ",".join(str(n) for n in [threads, *ctx.worker.history[changes:]])
-        for row, probs in ctx.store.record(result, task.info, data, {"bayeslora.threads": used}):
+        used = ",".join(str(n) for n in [threads, *worker.history[changes:]]) if worker else ""
+        tags = {"bayeslora.threads": used} if worker else {}
+        for row, probs in ctx.store.record(result, task.info, data, tags):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)
     if not ctx.cfg.keep_checkpoints:  # every result is in the store now

@@ -75,10 +75,10 @@ class ResultStore:
         return row, probs
 
     def record(
-        self, result: CellResult, data_info: dict, data: CellData, tags: dict | None = None
+        self, result: CellResult, data_info: dict, data: CellData, extra_tags: dict | None = None
     ) -> list[tuple[ResultRow, torch.Tensor]]:
         """One FINISHED run per mode of ``result``, nested under the current parent run;
-        ``tags``: more tags for each of them."""
+        ``extra_tags``: more tags for each of them."""
         cell, tracker, rows = result.cell, self.tracker, []
         for mode_result in result.modes:
             mode = mode_result.mode
@@ -96,7 +96,7 @@ class ResultStore:
                 "train_size": len(data.train),
                 "val_size": len(data.val) if data.val is not None else 0,
             }
-            tags = {**result_tags(cell, mode.name), **(tags or {})}
+            tags = {**result_tags(cell, mode.name), **(extra_tags or {})}
             if result.notes:
                 tags["bayeslora.notes"] = "; ".join(result.notes)
             name = f"{mode.name}/{cell.task}/seed{cell.seed}"

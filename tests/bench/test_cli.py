@@ -188,7 +188,7 @@ def _resolve(*argv: str):
 
 def test_quick_preset_only_touches_selected_methods():
     cfg = _resolve("--quick", "--methods", "adamw", "--preset", "none")
-    assert cfg.steps == 20 and cfg.hparams == {} and cfg.preset == "quick"
+    assert cfg.steps == 8 and cfg.hparams == {} and cfg.preset == "quick"
     cfg = _resolve("--quick", "--preset", "none")
     assert cfg.hparams == {"ivon": {"test_samples": 2}}
     cfg = _resolve("--quick", "--methods", "ivon+temperature", "--preset", "none")
@@ -204,7 +204,7 @@ def test_embedded_preset_applies_to_the_packaged_default_model_only():
     cfg = _resolve("--model", "tiny-random-llama")
     assert (cfg.preset, cfg.steps, cfg.limit_train, cfg.hparams) == ("none", 300, None, {})
     cfg = _resolve("--model", "tiny-random-llama", "--preset", "embedded", "--quick")
-    assert cfg.preset == "embedded+quick" and cfg.steps == 20
+    assert cfg.preset == "embedded+quick" and cfg.steps == 8
     assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2), "test_samples": 2}
 
 
