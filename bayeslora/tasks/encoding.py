@@ -135,8 +135,8 @@ def length_sorted_batches(
 ) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """Evaluation batches of similar lengths, longest first, as ``(indices, batch)`` pairs.
 
-    Sorting by length cuts the padding of ARC-Easy's validation set at batch size 32 from
-    46 % of the tokens to a few percent (README of benchmarks/). Longest first, so a batch
+    Sorting by length leaves little padding (unsorted, it is 46 % of ARC-Easy's validation
+    tokens at batch size 32: ../shared/notes/perf-anchors.md §2). Longest first, so a batch
     too large for the memory fails at once. Built once per dataset and batch size: every
     Monte Carlo sample and every prediction mode reuses them.
     """
