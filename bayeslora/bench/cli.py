@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=PRESET_CHOICES,
         help="settings under the config file and flags. embedded: the offline CPU default, "
-        f"{EMBEDDED_PRESET} (a small training set and learning rates 40x the papers', so that "
-        "AdamW overfits within a CPU budget, the regime where the papers' calibration gains "
-        "arise; see README). none: the papers' method defaults on all training data. auto: "
+        f"{EMBEDDED_PRESET} (choices scoring, which a 135M model can use, and learning rates "
+        "10x the papers', chosen on a holdout of the training data; see README). none: the "
+        "papers' settings (letters scoring, method defaults, all training data). auto: "
         "embedded when --model is the packaged default (default auto)",
     )
     g.add_argument(
@@ -142,6 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-targets",
         type=_csv(),
         help=f"modules that get adapters (default {','.join(d.lora_targets)})",
+    )
+
+    g = p.add_argument_group(
+        "scoring",
+        "how a question becomes K class logits (bayeslora/tasks/scoring.py); part of every "
+        "result's key",
+    )
+    g.add_argument(
+        "--scoring",
+        choices=["letters", "choices"],
+        help="letters: the papers' protocol, the next-token logits of the answer letters after "
+        "a lettered prompt; choices: the log-likelihood of each choice's text after a cloze "
+        "prompt (lm-evaluation-harness's way for small models) (default: choices for the "
+        f"packaged default model, through the embedded preset, else {d.scoring})",
+    )
+    g.add_argument(
+        "--length-norm",
+        choices=["none", "token", "char"],
+        help="choices scoring: divide each choice's summed log-probability by nothing, its "
+        f"number of tokens or of characters (default {d.length_norm})",
     )
 
     g = p.add_argument_group("data")
@@ -342,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         from bayeslora.tasks import get_task, list_tasks
 
         for name in list_tasks():
-            print(f"{name:<14} answers {'/'.join(get_task(name).answer_labels)}")
+            task = get_task(name)
+            words = "/".join(task.cloze_answers) or "the choices' texts"
+            print(
+                f"{name:<14} letters: {'/'.join(task.answer_labels)} after {task.template}; "
+                f"choices: {words} after {task.cloze_template}"
+            )
         return 0
 
     from bayeslora._optional import OptionalDependencyError

@@ -14,10 +14,9 @@ from bayeslora.cell import Cell, CellData
 from bayeslora.cell.identity import code_identity, examples_digest
 from bayeslora.models.classifier import LoraSettings
 from bayeslora.tasks import answer_token_ids, load_task
-from bayeslora.tasks.encoding import TokenizedDataset
+from bayeslora.tasks.encoding import encode
 from bayeslora.tasks.holdout import split_holdout
-
-SCORING = "answer_tokens"  # the next-token logits of the answer labels after "Answer:"
+from bayeslora.tasks.scoring import Scoring
 
 
 @dataclass
@@ -26,26 +25,34 @@ class PreparedTask:
 
     name: str
     train_examples: list
-    eval_data: TokenizedDataset
-    answer_ids: list[int]
+    eval_data: object  # a dataset of tasks/encoding.py
+    answer_ids: list[int] | None  # letters scoring's answer tokens; None for choices
     info: dict  # logged as the task.* params
     identity: dict  # the data and protocol parts of its cells' keys
 
 
 def prepare_task(cfg: BenchConfig, tokenizer, task_name: str) -> PreparedTask:
+    scoring = Scoring(cfg.scoring)
     splits = load_task(
-        task_name, source=cfg.source, jsonl_train=cfg.jsonl_train, jsonl_eval=cfg.jsonl_eval
+        task_name,
+        source=cfg.source,
+        jsonl_train=cfg.jsonl_train,
+        jsonl_eval=cfg.jsonl_eval,
+        scoring=scoring,
     )
-    answer_ids = answer_token_ids(tokenizer, splits.task.answer_labels)
+    letters = scoring is Scoring.LETTERS
+    answer_ids = answer_token_ids(tokenizer, splits.task.answer_labels) if letters else None
     train_examples = splits.train[: cfg.limit_train]
-    eval_data = TokenizedDataset(
-        splits.eval[: cfg.limit_eval], tokenizer, cfg.max_length, cfg.truncation_side
+    eval_data = encode(splits.eval[: cfg.limit_eval], tokenizer, cfg.encoding())
+    # what decides how a question becomes K logits, beyond the examples themselves
+    scoring_identity = (
+        {"answer_token_ids": answer_ids} if letters else {"length_norm": cfg.length_norm}
     )
     info = {
         **splits.info,
         "train_used": len(train_examples),
         "eval_used": len(eval_data),
-        "answer_token_ids": answer_ids,
+        **scoring_identity,
         "max_length": cfg.max_length,
         "truncation_side": cfg.truncation_side,
         "eval_truncated": eval_data.num_truncated,
@@ -59,9 +66,9 @@ def prepare_task(cfg: BenchConfig, tokenizer, task_name: str) -> PreparedTask:
             "eval_examples": examples_digest(eval_data.examples),
         },
         "protocol": {
-            "scoring": SCORING,
-            "template": splits.task.template,
-            "answer_token_ids": answer_ids,
+            "scoring": scoring.value,
+            "template": splits.info["template"],
+            **scoring_identity,
             "max_length": cfg.max_length,
             "truncation_side": cfg.truncation_side,
             "bos_added": eval_data.bos_added,
@@ -103,6 +110,6 @@ def cell_data(cfg: BenchConfig, tokenizer, task: PreparedTask, cell: Cell) -> Ce
     train_examples, val_data = task.train_examples, None
     if uses_holdout(cfg, cell.method_cls):
         train_examples, val_examples = split_holdout(train_examples, cfg.val_fraction, cell.seed)
-        val_data = TokenizedDataset(val_examples, tokenizer, cfg.max_length, cfg.truncation_side)
-    train_data = TokenizedDataset(train_examples, tokenizer, cfg.max_length, cfg.truncation_side)
+        val_data = encode(val_examples, tokenizer, cfg.encoding())
+    train_data = encode(train_examples, tokenizer, cfg.encoding())
     return CellData(train_data, task.eval_data, task.answer_ids, val_data)

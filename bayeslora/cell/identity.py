@@ -72,9 +72,11 @@ def _sources_digest() -> str:
 
 
 def examples_digest(examples: Iterable) -> str:
-    """sha256 of the exact examples, in order: id, prompt text (the template applied) and label."""
+    """sha256 of the exact examples, in order: id, prompt text (the template applied), label,
+    and under choices scoring each choice's (context, continuation)."""
     digest = hashlib.sha256()
     for e in examples:
-        digest.update(json.dumps([e.id, e.prompt, e.label]).encode())
+        fields = [e.id, e.prompt, e.label] + ([e.scored] if e.scored else [])
+        digest.update(json.dumps(fields).encode())
         digest.update(b"\n")
     return digest.hexdigest()

@@ -28,9 +28,9 @@ from bayeslora.training.loop import LogCallback, check_finite
 class CellData:
     """What a cell trains on, evaluates on during training (or None), and reports on."""
 
-    train: Any  # TokenizedDataset
+    train: Any  # a dataset of tasks/encoding.py (TokenizedDataset or ChoiceDataset)
     eval: Any
-    answer_ids: list[int]
+    answer_ids: list[int] | None  # the letters protocol's answer tokens; None: choices scoring
     val: Any = None
 
 
@@ -80,6 +80,8 @@ def run_cell(
     method_cls = cell.method_cls
     method = method_cls(cell.config, train=cell.train, on_log=log)
     notes = []
+    if not method_cls.trains:
+        checkpointer = None  # nothing to checkpoint
     if checkpointer is not None and not method_cls.checkpointable:
         notes.append(
             f"{cell.method} keeps no mid-training checkpoints: if interrupted, it restarts"

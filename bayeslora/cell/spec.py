@@ -25,7 +25,7 @@ from bayeslora.models.classifier import LoraSettings
 from bayeslora.training.settings import TrainSettings
 
 # Bumped when the meaning of a key's ingredients changes, so old results are not reused.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2  # 2: scoring named letters | choices (was "answer_tokens")
 KEY_LENGTH = 16  # hex digits of the sha256 kept: 64 bits
 # TrainSettings fields that change how a run is shown, not what it computes.
 NOT_IN_KEY = ("progress", "log_every")

@@ -100,6 +100,9 @@ class Method(ABC):
     # that does not sets False with the reason, and the harness refuses it before loading.
     quantized_base: ClassVar[bool] = True
     quantized_base_reason: ClassVar[str] = ""
+    # Whether fit trains the adapter. One that does not (the zero-shot ``pretrained``) gets
+    # no checkpoints, and the tuner leaves it alone (there is nothing to tune).
+    trains: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -121,7 +124,7 @@ class Method(ABC):
 
     @abstractmethod
     def fit(self, model: AnswerTokenClassifier, train, val=None) -> None:
-        """Train ``model``'s LoRA weights on ``train`` (a TokenizedDataset)."""
+        """Train ``model``'s LoRA weights on ``train`` (a dataset of ``tasks/encoding.py``)."""
 
     @abstractmethod
     def predict_proba(self, data, mode: PredictionMode | str | None = None) -> Tensor:

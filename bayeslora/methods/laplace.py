@@ -27,7 +27,7 @@ from bayeslora._optional import require
 from bayeslora.methods.adamw import AdamW, AdamWConfig
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
-from bayeslora.tasks.encoding import make_loader
+from bayeslora.tasks.encoding import make_loader, model_inputs
 from bayeslora.training.loop import predict_logits
 
 
@@ -148,8 +148,7 @@ class LogitsView(nn.Module):
         self.__dict__["classifier"] = classifier  # not a submodule, see above
 
     def forward(self, batch: MutableMapping[str, Tensor]) -> Tensor:
-        device = self.classifier.device
-        return self.classifier(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        return self.classifier(**model_inputs(batch, self.classifier.device))
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
         # laplace-torch takes its device and dtype from the first parameter: make that a LoRA
@@ -160,7 +159,7 @@ class LogitsView(nn.Module):
 
 
 def _loader(data, batch_size: int):
-    return make_loader(data, batch_size, shuffle=False, seed=0, pad_token_id=data.pad_token_id)
+    return make_loader(data, batch_size, shuffle=False, seed=0)
 
 
 @contextlib.contextmanager
@@ -176,8 +175,8 @@ def fit_laplace(
 ):
     """A fitted laplace-torch posterior over ``model``'s trainable (LoRA) weights.
 
-    ``model`` maps ``(input_ids, attention_mask)`` to ``[B, K]`` logits and has a ``device``;
-    ``train``/``val`` are TokenizedDatasets. Returns (laplace object, timings in seconds).
+    ``model`` maps a batch's inputs (``model_inputs``) to ``[B, K]`` logits and has a
+    ``device``; ``train``/``val`` are datasets of ``tasks/encoding.py`` (either scoring). Returns (laplace object, timings in seconds).
     """
     laplace = _laplace_torch()
     c = config

@@ -44,6 +44,7 @@ class PostHocMethod(Method):
                 "Config": inner.Config,
                 "task_defaults": inner.task_defaults,
                 "checkpointable": inner.checkpointable,
+                "trains": inner.trains,
                 "key_libraries": (*inner.key_libraries, *cls.key_libraries),
                 "quantized_base": inner.quantized_base and cls.quantized_base,
                 "quantized_base_reason": inner.quantized_base_reason or cls.quantized_base_reason,

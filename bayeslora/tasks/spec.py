@@ -24,12 +24,19 @@ AnswerKind = Literal["key", "index", "one_based", "bool"]
 
 @dataclass(frozen=True)
 class Example:
-    """One question, ready for the classifier that reads the answer tokens after "Answer:"."""
+    """One question, rendered for one scoring protocol (``scoring.py``).
+
+    ``letters``: ``prompt`` is the full prompt, ending in "Answer:", and ``scored`` is empty.
+    ``choices``: ``scored`` holds, per choice, the pair (context, continuation) whose
+    log-likelihood log p(continuation | context) is the choice's score; ``prompt`` is the
+    first choice's context (what a reader of the data sees).
+    """
 
     id: str
-    prompt: str  # the full prompt text, ending in "Answer:"
+    prompt: str
     label: int  # index of the right choice, i.e. of the right entry of TaskSpec.answer_labels
     num_choices: int
+    scored: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,11 @@ class TaskSpec:
     # The strings whose first token is read right after "Answer:", one per choice,
     # in label order: ("A", "B", "C", "D"), ("A", "B") or ("False", "True").
     answer_labels: tuple[str, ...]
-    template: str  # a key of prompts.TEMPLATES
+    template: str  # a key of prompts.TEMPLATES (letters scoring)
+    cloze_template: str = "cloze_question"  # a key of prompts.CLOZE_TEMPLATES (choices scoring)
+    # choices scoring of a task whose records list no choices (BoolQ): the fixed answer
+    # texts, in label order
+    cloze_answers: tuple[str, ...] = ()
     hub: HubSource | None = None
     packaged: PackagedSource | None = None
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from bayeslora import threads
-from bayeslora.tasks.encoding import length_sorted_batches, make_loader
+from bayeslora.tasks.encoding import length_sorted_batches, make_loader, model_inputs
 from bayeslora.training.checkpoint import Checkpointer, rng_state, set_rng_state
 from bayeslora.training.settings import TrainSettings
 
@@ -135,16 +135,17 @@ def train_loop(
         model.train()
         optimizer.zero_grad(set_to_none=True)
         for _ in range(settings.grad_accum):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
+            batch = next(batches)
+            inputs, labels = model_inputs(batch, device), batch["labels"].to(device)
             for _ in range(samples_per_batch):  # IVON's MC samples reuse the micro-batch
                 with sample_context() if sample_context else contextlib.nullcontext():
-                    logits = model(batch["input_ids"], batch["attention_mask"])
-                    loss = F.cross_entropy(logits, batch["labels"])
+                    logits = model(**inputs)
+                    loss = F.cross_entropy(logits, labels)
                     if not math.isfinite(loss.item()):
                         raise DivergedError(f"training loss became {loss.item()} at step {step}")
                     (loss if sample_context else loss / settings.grad_accum).backward()
                 window["loss"] += loss.item() / (settings.grad_accum * samples_per_batch)
-            window["examples"] += len(batch["labels"])
+            window["examples"] += len(labels)
             window["tokens"] += int(batch["attention_mask"].numel())
         optimizer.step()
         scheduler.step()
@@ -236,7 +237,7 @@ def predict_logits(model: torch.nn.Module, data, batch_size: int = 32) -> torch.
     logits = None
     for indices, batch in length_sorted_batches(data, batch_size):
         threads.rebalance()
-        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+        out = model(**model_inputs(batch, device)).float()
         if logits is None:
             logits = torch.empty(len(data), out.shape[-1])
         logits[indices] = out.cpu()

@@ -54,7 +54,7 @@ METRICS_ATTR = "bayeslora.val_metrics"
 
 @dataclass
 class TuningData:
-    """The tuning split of one task (TokenizedDatasets). Trials train on ``train`` and are
+    """The tuning split of one task (datasets of ``tasks/encoding.py``). Trials train on ``train`` and are
     scored on ``val``; ``val`` is also what the loop evaluates for pruning. A method that
     needs validation data to fit (a temperature, a prior) gets ``fit_val`` instead, carved
     out of ``train`` as the final runs carve theirs, and trains on the rest, ``fit_train``:
@@ -75,7 +75,7 @@ class Objective:
     space: SearchSpace
     data: TuningData
     base_model: Callable[[], Any]  # loads the shared base model on first use
-    answer_ids: list[int]
+    answer_ids: list[int] | None  # letters scoring's answer tokens; None for choices
     hparams: dict[str, Any]  # the user's fixed values (--hp, config file)
     lora: LoraSettings  # the run's LoRA settings; tuned values replace some of them
     train: TrainSettings

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bayeslora.methods.registry import get_method
 from bayeslora.models.loading import attn_implementation_for
-from bayeslora.tasks.encoding import TokenizedDataset
+from bayeslora.tasks.encoding import encode
 from bayeslora.tasks.holdout import split_holdout
 from bayeslora.training.loop import DivergedError
 from bayeslora.training.settings import TrainSettings
@@ -67,6 +67,9 @@ class Tuner:
     def __call__(self, ctx, task, method_cls) -> tuple[dict[str, Any], Any]:
         cfg, tracker = self.cfg, ctx.tracker
         hparams, lora = cfg.hparams.get(method_cls.name, {}), cfg.lora_settings()
+        if not method_cls.trains:  # the zero-shot baseline: nothing to tune
+            print(f"tune {method_cls.name}/{task.name}: trains nothing, not tuned", file=sys.stderr)
+            return hparams, lora
         space = SearchSpace.build(
             method_cls, task.name, hparams, lora, self.overrides[method_cls.name]
         )
@@ -149,9 +152,7 @@ class Tuner:
             fit_train, fit_val = split_holdout(train, cfg.val_fraction, cfg.tune_seed)
 
             def tokenize(examples):
-                return TokenizedDataset(
-                    examples, ctx.tokenizer, cfg.max_length, cfg.truncation_side
-                )
+                return encode(examples, ctx.tokenizer, cfg.encoding())
 
             data = TuningData(
                 tokenize(train), tokenize(val), tokenize(fit_train), tokenize(fit_val)
@@ -195,6 +196,8 @@ class Tuner:
             "train_examples": len(task.train_examples),
             "max_length": cfg.max_length,
             "truncation_side": cfg.truncation_side,
+            # how a question becomes K logits: a letters study and a choices study differ
+            "protocol": task.identity["protocol"],
             "split": {"fraction": cfg.tune_fraction, "seed": cfg.tune_seed},
             "val_fraction": cfg.val_fraction,
             "train": {

@@ -197,15 +197,22 @@ def test_quick_preset_only_touches_selected_methods():
 
 def test_embedded_preset_applies_to_the_packaged_default_model_only():
     cfg = _resolve()
-    assert cfg.preset == "embedded"
-    assert (cfg.steps, cfg.limit_train, cfg.limit_eval) == (300, 160, None)
-    assert cfg.hparams == {"adamw": {"lr": 2e-3}, "ivon": {"lr": pytest.approx(1.2)}}
-    # another model gets the papers' settings unless it asks for the preset
+    assert cfg.preset == "embedded" and cfg.scoring == "choices"
+    assert (cfg.steps, cfg.limit_train, cfg.limit_eval) == (100, None, None)
+    assert cfg.methods == ["adamw", "ivon", "pretrained"]
+    assert cfg.hparams == {
+        "adamw": {"lr": pytest.approx(5e-4)},
+        "ivon": {"lr": pytest.approx(0.3), "test_samples": 4},
+    }
+    # another model gets the papers' settings (letters scoring) unless it asks for the preset
     cfg = _resolve("--model", "tiny-random-llama")
     assert (cfg.preset, cfg.steps, cfg.limit_train, cfg.hparams) == ("none", 300, None, {})
+    assert cfg.scoring == "letters"
     cfg = _resolve("--model", "tiny-random-llama", "--preset", "embedded", "--quick")
     assert cfg.preset == "embedded+quick" and cfg.steps == 8
-    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2), "test_samples": 2}
+    assert cfg.hparams["ivon"] == {"lr": pytest.approx(0.3), "test_samples": 2}
+    # the letters protocol stays one flag away
+    assert _resolve("--scoring", "letters").scoring == "letters"
 
 
 def test_embedded_preset_scales_every_builtin_lr_alike():
@@ -225,13 +232,13 @@ def test_embedded_preset_scales_every_builtin_lr_alike():
 def test_flags_and_config_file_override_the_preset(tmp_path):
     cfg = _resolve("--steps", "50", "--hp", "adamw.lr=1e-4", "--limit-train", "1000")
     assert (cfg.steps, cfg.limit_train, cfg.hparams["adamw"]) == (50, 1000, {"lr": "1e-4"})
-    assert cfg.hparams["ivon"] == {"lr": pytest.approx(1.2)}
+    assert cfg.hparams["ivon"] == {"lr": pytest.approx(0.3), "test_samples": 4}
     config = tmp_path / "bench.yaml"
     config.write_text("preset: none\nsteps: 7\n")
     cfg = _resolve("--config", str(config))
     assert (cfg.preset, cfg.steps, cfg.hparams) == ("none", 7, {})
     cfg = _resolve("--config", str(config), "--preset", "embedded")
-    assert (cfg.preset, cfg.steps, cfg.limit_train) == ("embedded", 7, 160)
+    assert (cfg.preset, cfg.steps, cfg.scoring) == ("embedded", 7, "choices")
     config.write_text("preset: fast\n")
     with pytest.raises(ValueError, match="preset must be one of"):
         _resolve("--config", str(config))
@@ -280,3 +287,40 @@ def test_threads_are_logged_with_every_run(bench_run):
     assert results and all(
         r.data.tags["bayeslora.threads"].split(",")[0].isdigit() for r in results
     )
+
+
+def test_choices_scoring_runs_the_zero_shot_baseline_and_keys_its_cells(tmp_path, capsys):
+    import mlflow
+
+    args = ["--methods", "pretrained,adamw", *TINY, "--output-dir", str(tmp_path)]
+    assert main([*args, "--scoring", "choices", "--length-norm", "token"]) == 0
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["bayeslora"], output_format="list")
+    results = [r for r in runs if r.data.tags.get("bayeslora.kind") == "result"]
+    assert {r.data.tags["bayeslora.mode"] for r in results} == {"pretrained", "adamw"}
+    for run in results:
+        params = run.data.params
+        assert params["task.scoring"] == "choices"
+        assert params["task.template"] == "cloze_question"
+        assert params["task.length_norm"] == "token"
+    pretrained = next(r for r in results if r.data.tags["bayeslora.mode"] == "pretrained")
+    assert "train_loss" not in pretrained.data.metrics  # nothing trained
+    capsys.readouterr()
+    # the letters protocol is another cell: nothing is reused from the choices runs
+    assert main([*args, "--scoring", "letters"]) == 0
+    assert "0 finished earlier" in capsys.readouterr().err
+    # the same choices command again reuses both cells
+    assert main([*args, "--scoring", "choices", "--length-norm", "token"]) == 0
+    assert "2 finished earlier" in capsys.readouterr().err
+
+
+def test_unknown_scoring_settings_fail_before_anything_loads(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--scoring", "letter", "--output-dir", str(tmp_path)])
+    assert "invalid choice: 'letter'" in capsys.readouterr().err
+    from bayeslora.bench.config import BenchConfig
+
+    with pytest.raises(ValueError, match="length normalisation must be one of"):
+        BenchConfig(length_norm="chars")
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        BenchConfig(scoring="cloze")

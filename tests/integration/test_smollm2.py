@@ -1,5 +1,7 @@
 """The embedded default for real: packaged SmolLM2-135M on packaged ARC-Easy."""
 
+import json
+
 import pytest
 import torch
 
@@ -71,3 +73,14 @@ def test_bench_quick_run_on_the_real_default(tmp_path):
     )
     assert code == 0
     assert (next(tmp_path.glob("bench-*")) / "results.txt").read_text().count("arc_easy") == 3
+
+
+def test_choices_scoring_shows_what_the_model_knows_zero_shot(tmp_path):
+    # Measured on all 567 validation questions: 0.524 (README, "Scoring"); chance is 0.25.
+    from bayeslora.bench.cli import main
+
+    args = ["--methods", "pretrained", "--scoring", "choices", "--limit-eval", "120"]
+    assert main([*args, "--no-progress", "--output-dir", str(tmp_path)]) == 0
+    (results,) = tmp_path.glob("bench-*/results.jsonl")
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["mode"] == "pretrained" and row["metrics"]["accuracy"] > 0.4
