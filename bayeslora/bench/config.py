@@ -22,7 +22,10 @@ from bayeslora.models.packaged import DEFAULT_MODEL
 from bayeslora.tasks.encoding import EncodingSettings
 from bayeslora.tasks.scoring import Scoring, as_scoring
 from bayeslora.threads import check_threads
+from bayeslora.tracking.urls import mask_url
 from bayeslora.training.settings import TrainSettings
+
+SOURCES = ("packaged", "hub", "jsonl")
 
 
 @dataclass
@@ -94,8 +97,31 @@ class BenchConfig:
     keep_checkpoints: bool = False  # keep a finished cell's checkpoints (default: removed)
 
     def __post_init__(self) -> None:
+        """Every setting checked when the config is resolved, before any model, data or
+        store is touched: a ValueError naming the setting and the fix. (Method
+        hyperparameters are checked by each method's Config: ``bench.runner.check_methods``;
+        servers and files by ``bench.runner.preflight``.)"""
         check_threads(self.threads)
-        self.encoding()  # an unknown scoring or length normalisation fails here, before loading
+        # the settings objects check their own fields (one rule, one place)
+        self.encoding()  # scoring, length normalisation, max length, truncation side
+        self.lora_settings()
+        self.train_settings(0)
+        self.model_settings()  # model name or path, dtype, quantization, device
+        self._check_lists()
+        self._check_numbers()
+        if self.source not in SOURCES:
+            raise ValueError(f"--source must be one of {list(SOURCES)}, got {self.source!r}")
+        if self.source == "jsonl":
+            if not (self.jsonl_train or self.jsonl_eval):
+                raise ValueError("--source jsonl needs --jsonl-train and/or --jsonl-eval")
+            for path in (self.jsonl_train, self.jsonl_eval):
+                if path and not Path(path).is_file():
+                    raise ValueError(f"jsonl file {path} does not exist")
+        else:
+            from bayeslora.tasks import get_task
+
+            for task in self.tasks:
+                get_task(task)  # an unknown name says "did you mean"
         if as_scoring(self.scoring) is Scoring.CHOICES and (
             self.attn_implementation == "flash_attention_2"
         ):
@@ -108,6 +134,36 @@ class BenchConfig:
             raise ValueError(
                 f"--checkpoint-every must be >= 0 steps (0: no checkpoints), got {self.checkpoint_every}"
             )
+
+    def _check_lists(self) -> None:
+        lists = {"methods": self.methods, "tasks": self.tasks, "seeds": self.seeds}
+        for name, values in lists.items():
+            if not isinstance(values, list):
+                raise ValueError(f"--{name} must be a list, got {values!r}")
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"--{name} lists {', '.join(repeated)} more than once")
+        for name in ("methods", "tasks"):
+            if not lists[name]:
+                raise ValueError(f"--{name} is empty; give at least one")
+        if not self.seeds and not self.tune_only:
+            raise ValueError("--seeds is empty; give at least one (e.g. --seeds 0)")
+
+    def _check_numbers(self) -> None:
+        for name in ("limit_train", "limit_eval", "tune_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be >= 1 (leave it out for all), got {value}")
+        for name in ("val_fraction", "tune_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
+        for name in ("n_trials", "heartbeat_interval"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
 
     def encoding(self) -> EncodingSettings:
         return EncodingSettings(self.max_length, self.truncation_side, self.length_norm)
@@ -143,7 +199,11 @@ class BenchConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, as logged: passwords in the storage and tracking URLs masked."""
+        values = dataclasses.asdict(self)
+        for name in ("storage", "tracking_uri"):
+            values[name] = mask_url(values[name])
+        return values
 
 
 # Presets: layers of settings that go under the config file and the flags (which win).

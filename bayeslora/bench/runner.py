@@ -76,8 +76,12 @@ def check_methods(cfg: BenchConfig) -> dict[str, type]:
     """Resolve every method, its hyperparameters and its prediction modes before anything
     slow happens."""
     method_classes = {name: get_method(name) for name in cfg.methods}
+    lora = cfg.lora_settings()
     for name, cls in method_classes.items():
-        cls(cls.make_config(None, cfg.hparams.get(name)), train=cfg.train_settings(0)).modes()
+        for task in cfg.tasks:  # the per-task defaults too
+            config = cls.make_config(task, cfg.hparams.get(name))
+        cls(config, train=cfg.train_settings(0)).modes()
+        cls.check_lora(lora)
     if cfg.quantization != "none":
         for name, cls in method_classes.items():
             if not cls.quantized_base:
@@ -93,6 +97,33 @@ def check_methods(cfg: BenchConfig) -> dict[str, type]:
     return method_classes
 
 
+def preflight(cfg: BenchConfig) -> None:
+    """What can be checked in seconds and would otherwise fail after loading or training:
+    the tracking server and the optuna storage answer and have their drivers, the jsonl
+    files parse. Raises ValueError (or a subclass) naming the problem."""
+    from bayeslora.tracking.urls import check_reachable
+
+    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        check_reachable(uri, "--tracking-uri")
+        if "://" in uri and not uri.startswith(("http", "file", "sqlite", "databricks")):
+            from bayeslora.tuning.storage import check_storage
+
+            check_storage(uri)  # an SQLAlchemy URL: its driver must be installed
+    if cfg.tune or cfg.tune_only:
+        from bayeslora.tuning.storage import check_storage, storage_kind
+
+        if cfg.storage:
+            storage_kind(cfg.storage)
+            check_storage(cfg.storage)
+    if cfg.source == "jsonl":
+        from bayeslora.tasks.jsonl import read_jsonl
+
+        for path in (cfg.jsonl_train, cfg.jsonl_eval):
+            if path:
+                read_jsonl(path)
+
+
 def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     """Returns the result rows (run now or reused) and a description of each failure.
 
@@ -100,6 +131,7 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
     per (method, task) while planning; its values become part of the cells' keys.
     """
     method_classes = check_methods(cfg)
+    preflight(cfg)
     with worker_threads(cfg.threads) as worker:
         return _run(cfg, tune, method_classes, worker)
 
@@ -147,6 +179,7 @@ def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
     run_dir = output_dir / f"bench-{stamp}"
     if run_dir.exists():  # another worker started in the same second
         run_dir = output_dir / f"bench-{stamp}-{os.getpid()}"
+    tokenizer = _tokenizer(cfg)  # before the store: a model that is not there fails first
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = MlflowTracker(
         cfg.tracking_uri or default_tracking_uri(output_dir),
@@ -162,8 +195,20 @@ def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
     threads = {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
     common = {"config": cfg.to_dict(), "versions": library_versions(), "threads": threads}
     store = ResultStore(tracker, common, cfg.save_adapters)
-    tokenizer = load_tokenizer(cfg.model_settings())
     return BenchContext(cfg, tracker, store, run_dir, tokenizer, common, worker), stamp
+
+
+def _tokenizer(cfg: BenchConfig):
+    """The model's tokenizer; a model that cannot be found is a ValueError saying where
+    it was looked for (the hub client's own errors do not)."""
+    try:
+        return load_tokenizer(cfg.model_settings())
+    except (OSError, ValueError) as err:  # HFValidationError is a ValueError, the rest OSError
+        raise ValueError(
+            f"--model {cfg.model!r} could not be loaded: not a packaged model, not a local "
+            f"directory, and not found on the Hugging Face hub or in its cache ({err}); "
+            "check the name, or give a local directory"
+        ) from None
 
 
 def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:

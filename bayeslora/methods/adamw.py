@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from bayeslora.methods.base import Method, MethodConfig
+from bayeslora.methods.base import (
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_OPEN_TOP,
+    Method,
+    MethodConfig,
+    Range,
+)
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
 
@@ -21,6 +29,15 @@ class AdamWConfig(MethodConfig):
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "lr": NON_NEGATIVE,
+        "weight_decay": NON_NEGATIVE,
+        "beta1": UNIT_OPEN_TOP,
+        "beta2": UNIT_OPEN_TOP,
+        "eps": POSITIVE,
+    }
+    learning_rates: ClassVar[tuple[str, ...]] = ("lr",)
 
 
 @register_method("adamw")

@@ -18,6 +18,7 @@ shared loop to the harness: training logs (``on_log``), evaluation during traini
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -30,12 +31,67 @@ from bayeslora.training.checkpoint import Checkpointer
 from bayeslora.training.loop import LogCallback, check_finite, train_loop
 from bayeslora.training.settings import TrainSettings
 
-__all__ = ["LogCallback", "Method", "MethodConfig"]
+__all__ = ["LogCallback", "Method", "MethodConfig", "Range"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric hyperparameter may take: ``low`` to ``high``, each end included
+    unless ``*_open`` says otherwise."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+UNIT_OPEN_TOP = Range(0, 1, high_open=True)  # momentum coefficients: [0, 1)
 
 
 @dataclasses.dataclass
 class MethodConfig:
-    """Base class of a method's hyperparameters. Subclasses add typed fields."""
+    """Base class of a method's hyperparameters. Subclasses add typed fields with defaults.
+
+    Every construction is validated (``__post_init__`` calls :meth:`validate`), so a bad
+    value fails when the run's settings are resolved, before anything loads: a float
+    field must be finite, and a field named in ``ranges`` must lie in its :class:`Range`.
+    A subclass with its own ``__post_init__`` calls ``super().__post_init__()``.
+    """
+
+    # name -> the values the field may take; a subclass extends its parent's:
+    # ranges = {**AdamWConfig.ranges, "members": AT_LEAST_ONE}
+    ranges: ClassVar[dict[str, Range]] = {}
+    # The fields that are learning rates (what a preset's learning-rate scale multiplies).
+    learning_rates: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field whose value is not allowed."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name}={value} must be a finite number")
+            allowed = self.ranges.get(f.name)
+            if allowed is not None and not allowed.contains(value):
+                where = str(allowed) if str(allowed)[0] in "<>" else f"in {allowed}"
+                raise ValueError(f"{f.name}={value:g} must be {where}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
@@ -179,6 +235,11 @@ class Method(ABC):
         """Method-specific numbers worth logging (fit memory, time of a Laplace fit, ...)."""
         return {}
 
+    @classmethod  # noqa: B027 (an optional hook)
+    def check_lora(cls, lora) -> None:
+        """Refuse LoRA settings (``models.classifier.LoraSettings``) this method cannot use,
+        with a ValueError; called when the run's settings are checked, before loading."""
+
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
         """Hyperparameter values proposed by an optuna ``trial`` (a subset of Config's fields)."""
@@ -202,8 +263,18 @@ class Method(ABC):
     def make_config(
         cls, task: str | None = None, overrides: dict[str, Any] | None = None
     ) -> MethodConfig:
-        """Config from the method's defaults, then its per-task defaults, then ``overrides``."""
-        return cls.Config.from_dict({**cls.task_defaults.get(task or "", {}), **(overrides or {})})
+        """Config from the method's defaults, then its per-task defaults, then ``overrides``.
+
+        A bad value is a ValueError naming the method and how to set the value."""
+        try:
+            return cls.Config.from_dict(
+                {**cls.task_defaults.get(task or "", {}), **(overrides or {})}
+            )
+        except ValueError as err:
+            raise ValueError(
+                f"method '{cls.name}': {err} (set it with --hp {cls.name}.NAME=VALUE or "
+                f"hparams: {{{cls.name}: {{NAME: VALUE}}}} in a config file)"
+            ) from None
 
     def _check_mode(self, mode: PredictionMode | str | None) -> PredictionMode:
         """The declared mode that ``mode`` (a mode, its name, or None: the first) names."""

@@ -22,11 +22,13 @@ LoRA ensembles are a baseline of Laplace-LoRA (Yang et al. 2024), SWAG-LoRA (Ona
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.base import AT_LEAST_ONE, Range
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
@@ -40,6 +42,8 @@ class EnsembleConfig(AdamWConfig):
     descriptions); SWAG-LoRA's ensemble evaluation combines 5."""
 
     members: int = 3
+
+    ranges: ClassVar[dict[str, Range]] = {**AdamWConfig.ranges, "members": AT_LEAST_ONE}
 
 
 @register_method("ensemble")

@@ -8,10 +8,19 @@ posterior mean ("ivon@mean").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from bayeslora.methods.base import Method, MethodConfig
+from bayeslora.methods.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_OPEN_TOP,
+    Method,
+    MethodConfig,
+    Range,
+)
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.optim import IVON as IVONOptimizer
@@ -34,6 +43,20 @@ class IVONConfig(MethodConfig):
     mc_samples: int = 1  # posterior samples per training step
     test_samples: int = 10  # posterior samples averaged by the "ivon" prediction
     tau: float = 1.0  # test-time scale of the posterior variance (0 = mean, 1 = posterior)
+
+    ranges: ClassVar[dict[str, Range]] = {
+        "lr": NON_NEGATIVE,
+        "ess": POSITIVE,  # the prior precision is weight_decay * ess, the noise 1/(ess * h)
+        "hess_init": POSITIVE,
+        "beta1": UNIT_OPEN_TOP,
+        "beta2": UNIT_OPEN_TOP,
+        "weight_decay": NON_NEGATIVE,
+        "clip_radius": POSITIVE,
+        "mc_samples": AT_LEAST_ONE,
+        "test_samples": AT_LEAST_ONE,
+        "tau": NON_NEGATIVE,
+    }
+    learning_rates: ClassVar[tuple[str, ...]] = ("lr",)
 
 
 @register_method("ivon")

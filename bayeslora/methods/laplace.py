@@ -99,6 +99,7 @@ class LaplaceConfig(AdamWConfig):
     jacobian_batch_size: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # AdamW's ranges, finite floats
         for name, options in (
             ("hessian_structure", HessianStructure),
             ("prior_method", PriorMethod),

@@ -14,10 +14,12 @@ how many layers that is and their rate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.base import AT_LEAST_ONE, Range
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
@@ -37,12 +39,23 @@ class MCDropoutConfig(AdamWConfig):
 
     test_samples: int = 10
 
+    ranges: ClassVar[dict[str, Range]] = {**AdamWConfig.ranges, "test_samples": AT_LEAST_ONE}
+
 
 @register_method("mcdropout")
 class MCDropout(AdamW):
     """AdamW with LoRA dropout; predicts by averaging stochastic LoRA-dropout passes."""
 
     Config = MCDropoutConfig
+
+    @classmethod
+    def check_lora(cls, lora) -> None:
+        if lora.dropout <= 0:
+            raise ValueError(
+                f"method '{cls.name}' samples the LoRA dropout masks, and --lora-dropout is "
+                f"{lora.dropout}: every sample would be identical; use --lora-dropout 0.1 "
+                "(the papers' rate) or more"
+            )
 
     def prediction_modes(self) -> tuple[PredictionMode, ...]:
         # "@map": dropout off, the same weights: the paired deterministic baseline.

@@ -15,11 +15,13 @@ benchmarks both on LoRA-finetuned LLMs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn
 
 from bayeslora.methods.adamw import AdamW, AdamWConfig
+from bayeslora.methods.base import AT_LEAST_ONE, NON_NEGATIVE, Range
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.training.loop import predict_logits
@@ -48,6 +50,15 @@ class SWAConfig(AdamWConfig):
     anneal_steps: int = 10
     anneal_strategy: str = "linear"
     collect_every: int = 1
+
+    ranges: ClassVar[dict[str, Range]] = {
+        **AdamWConfig.ranges,
+        "swa_start": Range(0, 1, high_open=True),
+        "swa_lr": NON_NEGATIVE,
+        "anneal_steps": NON_NEGATIVE,
+        "collect_every": AT_LEAST_ONE,
+    }
+    learning_rates: ClassVar[tuple[str, ...]] = ("lr", "swa_lr")
 
 
 @register_method("swa")

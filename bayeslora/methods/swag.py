@@ -23,10 +23,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.optim.swa_utils import get_swa_multi_avg_fn
 
+from bayeslora.methods.base import AT_LEAST_ONE, NON_NEGATIVE, Range
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
 from bayeslora.methods.swa import SWA, SWAConfig
@@ -53,6 +55,13 @@ class SWAGConfig(SWAConfig):
     max_rank: int = 5
     test_samples: int = 10
     scale: float = 0.5
+
+    ranges: ClassVar[dict[str, Range]] = {
+        **SWAConfig.ranges,
+        "max_rank": NON_NEGATIVE,
+        "test_samples": AT_LEAST_ONE,
+        "scale": NON_NEGATIVE,
+    }
 
 
 @register_method("swag")

@@ -17,6 +17,7 @@ written against that and the LoRA helpers of :class:`LoraClassifier`.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,13 @@ class LoraSettings:
             raise ValueError(f"LoRA rank must be >= 1, got r={self.r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"LoRA alpha must be a finite number > 0, got {self.alpha}")
+        if not self.target_modules or len(set(self.target_modules)) != len(self.target_modules):
+            raise ValueError(
+                f"LoRA target modules must be a non-empty list without repeats, got "
+                f"{list(self.target_modules)}"
+            )
 
     def to_peft(self):
         from peft import LoraConfig

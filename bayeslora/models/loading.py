@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -49,7 +50,15 @@ class ModelSettings:
     attn_implementation: str = "auto"  # auto: see attn_implementation_for
 
     def __post_init__(self) -> None:
-        self.quantization = Quantization(self.quantization)
+        try:
+            self.quantization = Quantization(self.quantization)
+        except ValueError:
+            choices = [q.value for q in Quantization]
+            raise ValueError(
+                f"quantization {self.quantization!r} is not one of {choices}"
+            ) from None
+        check_model_name(self.name)
+        resolve_device(self.device)
         if self.dtype == "auto":
             self.dtype = "bfloat16" if fast_bf16(resolve_device(self.device)) else "float32"
         if not hasattr(torch, self.dtype) or not isinstance(
@@ -96,12 +105,50 @@ def fast_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(str(device))
+    except (RuntimeError, ValueError, TypeError):
         raise ValueError(
-            f"device '{device}' was asked for but CUDA is not available; use --device cpu"
+            f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device {device!r}: only cpu and cuda are supported; use auto, cpu, cuda or cuda:N"
         )
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device '{device}' was asked for but CUDA is not available; use --device cpu"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device '{device}': this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); use cuda:0 or auto"
+            )
     return resolved
+
+
+def check_model_name(name: str) -> None:
+    """A name that is not packaged, not config-built and not an existing directory must be
+    a hub id (``org/name``); a path that does not exist is named as such here, rather than
+    handed to the hub client, whose error would not say it."""
+    if name in TINY_MODELS or is_packaged(name) or Path(name).expanduser().is_dir():
+        return
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path or Path(name).expanduser().exists():
+        raise ValueError(
+            f"--model {name!r}: no such model directory (a local model is a directory with "
+            "config.json and the weights); give a packaged name, a hub id or an existing path"
+        )
+    if not _HUB_ID.fullmatch(name):
+        raise ValueError(
+            f"--model {name!r} is neither a packaged model ({DEFAULT_MODEL}; tiny-random-llama "
+            "for smoke tests), a local directory, nor a Hugging Face hub id (org/name)"
+        )
+
+
+# The hub's repository ids: an optional owner, a name; letters, digits, '-', '_', '.'
+_HUB_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
 
 
 def _source(settings: ModelSettings) -> tuple[str, bool]:

@@ -1,6 +1,7 @@
 """The jsonl source: your own multiple-choice questions.
 
-File format: UTF-8, one JSON object per line (blank lines are skipped)::
+File format: UTF-8, one JSON object per line; blank lines (empty or only whitespace) are
+skipped, and line numbers in errors count them::
 
     {"question": "Which gas do plants take in?", "choices": ["oxygen", "carbon dioxide"], "answer": 1}
     {"id": "q2", "context": "A passage ...", "question": "...", "choices": ["...", "..."], "answer": "B"}
@@ -13,7 +14,8 @@ File format: UTF-8, one JSON object per line (blank lines are skipped)::
                 letter ("A" for the first choice, "B", ...). Not the choice text:
                 a text could match two choices, or look like a letter.
   ``context``   optional string put in front of the question (e.g. a passage).
-  ``id``        optional string or integer; default ``"<file name>:<line number>"``.
+  ``id``        optional string or integer, unique within the file; default
+                ``"<file name>:<line number>"``. A repeated id is an error naming both lines.
   Other keys are ignored.
 
 The prompt is the ``laplace_lora_mc`` template with choices lettered A, B, ... by
@@ -43,8 +45,9 @@ JSONL_TEMPLATE = "laplace_lora_mc"
 class JsonlFormatError(ValueError):
     """A jsonl record that breaks the documented format."""
 
-    def __init__(self, path: Path, line: int, problem: str):
-        super().__init__(f"{path}, line {line}: {problem}")
+    def __init__(self, path: Path, line: int | None, problem: str):
+        where = f"{path}, line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
         self.path, self.line, self.problem = path, line, problem
 
 
@@ -98,14 +101,26 @@ def read_jsonl(path: str | Path, num_choices: int | None = None, *, why: str = "
     if not path.is_file():
         raise FileNotFoundError(f"jsonl file not found: {path}")
     items: list[Item] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    first_line: dict[str, int] = {}  # id -> the line that used it first
+    with path.open("rb") as lines:  # bytes: a decoding error can then name its line
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise JsonlFormatError(
+                    path,
+                    number,
+                    f"not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                    "save the file as UTF-8",
+                ) from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise JsonlFormatError(path, number, f"invalid JSON ({err.msg})") from None
+            except RecursionError:  # json's parser recurses once per nesting level
+                raise JsonlFormatError(path, number, "JSON nested too deeply") from None
             try:
                 item = _parse_record(record, default_id=f"{path.name}:{number}")
             except ValueError as err:
@@ -119,9 +134,17 @@ def read_jsonl(path: str | Path, num_choices: int | None = None, *, why: str = "
                     f"{len(item.choices)} choices, but {why} {num_choices}; all records need "
                     "the same number (the classifier reads one answer token per choice)",
                 )
+            if item.id in first_line:
+                raise JsonlFormatError(
+                    path,
+                    number,
+                    f"id {item.id!r} was already used on line {first_line[item.id]}; ids must "
+                    "be unique (results are matched to questions by id)",
+                )
+            first_line[item.id] = number
             items.append(item)
     if not items:
-        raise JsonlFormatError(path, 0, "the file has no records")
+        raise JsonlFormatError(path, None, "the file has no records (only blank lines or empty)")
     return items
 
 

@@ -1,0 +1,48 @@
+"""Tracking and storage URLs: passwords masked before anything is logged, servers checked
+for reachability before a run starts.
+
+One place for both, since both read the same URLs (``--tracking-uri``, ``--storage``).
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+REACH_TIMEOUT_S = 3.0  # MLflow's own client retries for minutes before it gives up
+
+
+def mask_url(url: str | None) -> str | None:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    if not url or "@" not in url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
+
+
+def check_reachable(url: str, what: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """For an ``http(s)://`` URL: a TCP connection to its host and port within ``timeout``
+    seconds, else a ValueError that names the URL (masked) and the fix. Other schemes
+    (files, SQLite) are not servers and pass."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as err:
+        raise ValueError(f"{what} {mask_url(url)}: {err}") from None
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{what} {mask_url(url)} is not reachable ({err.strerror or err}); start the "
+            "server (e.g. mlflow server --host 127.0.0.1 --port 5000) or leave the option "
+            "out to use a local SQLite store"
+        ) from None
