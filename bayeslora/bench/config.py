@@ -150,20 +150,19 @@ class BenchConfig:
             raise ValueError("--seeds is empty; give at least one (e.g. --seeds 0)")
 
     def _check_numbers(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be {rule}, got {getattr(self, name)}")
+
         for name in ("limit_train", "limit_eval", "tune_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be >= 1 (leave it out for all), got {value}")
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                fail(name, ">= 1 (leave it out for all)")
         for name in ("val_fraction", "tune_fraction"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be between 0 and 1 (exclusive), got {value}")
+            if not 0 < getattr(self, name) < 1:
+                fail(name, "between 0 and 1 (exclusive)")
         for name in ("n_trials", "heartbeat_interval"):
             if getattr(self, name) < 1:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
+                fail(name, ">= 1")
 
     def encoding(self) -> EncodingSettings:
         return EncodingSettings(self.max_length, self.truncation_side, self.length_norm)

@@ -78,9 +78,8 @@ def check_methods(cfg: BenchConfig) -> dict[str, type]:
     method_classes = {name: get_method(name) for name in cfg.methods}
     lora = cfg.lora_settings()
     for name, cls in method_classes.items():
-        for task in cfg.tasks:  # the per-task defaults too
-            config = cls.make_config(task, cfg.hparams.get(name))
-        cls(config, train=cfg.train_settings(0)).modes()
+        for task in cfg.tasks:  # with each task's defaults under the overrides
+            cls(cls.make_config(task, cfg.hparams.get(name)), train=cfg.train_settings(0)).modes()
         cls.check_lora(lora)
     if cfg.quantization != "none":
         for name, cls in method_classes.items():
@@ -109,13 +108,11 @@ def preflight(cfg: BenchConfig) -> None:
         if "://" in uri and not uri.startswith(("http", "file", "sqlite", "databricks")):
             from bayeslora.tuning.storage import check_storage
 
-            check_storage(uri)  # an SQLAlchemy URL: its driver must be installed
+            check_storage(uri, "--tracking-uri")  # an SQLAlchemy URL: its driver must be there
     if cfg.tune or cfg.tune_only:
-        from bayeslora.tuning.storage import check_storage, storage_kind
+        from bayeslora.tuning.storage import check_storage
 
-        if cfg.storage:
-            storage_kind(cfg.storage)
-            check_storage(cfg.storage)
+        check_storage(cfg.storage)
     if cfg.source == "jsonl":
         from bayeslora.tasks.jsonl import read_jsonl
 

@@ -50,9 +50,12 @@ class Range:
         return above and below
 
     def __str__(self) -> str:
+        """What a value must be: "> 0", ">= 1", "in [0, 1)"."""
         if math.isinf(self.high):
             return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        low = "(" if self.low_open else "["
+        high = ")" if self.high_open else "]"
+        return f"in {low}{self.low:g}, {self.high:g}{high}"
 
 
 POSITIVE = Range(0, low_open=True)
@@ -90,8 +93,7 @@ class MethodConfig:
                 raise ValueError(f"{f.name}={value} must be a finite number")
             allowed = self.ranges.get(f.name)
             if allowed is not None and not allowed.contains(value):
-                where = str(allowed) if str(allowed)[0] in "<>" else f"in {allowed}"
-                raise ValueError(f"{f.name}={value:g} must be {where}")
+                raise ValueError(f"{f.name}={value:g} must be {allowed}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MethodConfig:

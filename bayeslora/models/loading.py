@@ -58,9 +58,9 @@ class ModelSettings:
                 f"quantization {self.quantization!r} is not one of {choices}"
             ) from None
         check_model_name(self.name)
-        resolve_device(self.device)
+        device = resolve_device(self.device)  # an impossible device fails here
         if self.dtype == "auto":
-            self.dtype = "bfloat16" if fast_bf16(resolve_device(self.device)) else "float32"
+            self.dtype = "bfloat16" if fast_bf16(device) else "float32"
         if not hasattr(torch, self.dtype) or not isinstance(
             getattr(torch, self.dtype), torch.dtype
         ):

@@ -26,6 +26,16 @@ def mask_url(url: str | None) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
 
 
+def check_connects(host: str, port: int, what: str, fix: str, timeout: float = REACH_TIMEOUT_S):
+    """A TCP connection to ``host:port`` within ``timeout`` seconds, else a ValueError
+    "``what`` is not reachable (why); ``fix``"."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} is not reachable ({err.strerror or err}); {fix}") from None
+
+
 def check_reachable(url: str, what: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """For an ``http(s)://`` URL: a TCP connection to its host and port within ``timeout``
     seconds, else a ValueError that names the URL (masked) and the fix. Other schemes
@@ -37,12 +47,11 @@ def check_reachable(url: str, what: str, timeout: float = REACH_TIMEOUT_S) -> No
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as err:
         raise ValueError(f"{what} {mask_url(url)}: {err}") from None
-    try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"{what} {mask_url(url)} is not reachable ({err.strerror or err}); start the "
-            "server (e.g. mlflow server --host 127.0.0.1 --port 5000) or leave the option "
-            "out to use a local SQLite store"
-        ) from None
+    check_connects(
+        parts.hostname or "",
+        port,
+        f"{what} {mask_url(url)}",
+        "start the server (e.g. mlflow server --host 127.0.0.1 --port 5000) or leave the "
+        "option out to use a local SQLite store",
+        timeout,
+    )

@@ -69,13 +69,16 @@ def storage_kind(spec: str) -> str:
     )
 
 
-def check_storage(spec: str | None) -> None:
-    """Fail now, not after training, when ``spec`` names a database whose driver is not
-    installed or a server that does not answer (a ValueError naming what to install)."""
+def check_storage(spec: str | None, what: str = "--storage") -> None:
+    """Fail now, not after training, when ``spec`` (given as the option ``what``) names a
+    database whose driver is not installed or a server that does not answer (a ValueError
+    naming what to install); a spec that is neither a URL nor a journal file fails too."""
     if not spec or storage_kind(spec) != "database":
         return
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from bayeslora.tracking.urls import check_connects
 
     try:
         url = make_url(spec)
@@ -83,27 +86,21 @@ def check_storage(spec: str | None) -> None:
         # SQLAlchemy 2 names it import_dbapi; the DBAPI driver is imported only here
         (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
     except (ArgumentError, NoSuchModuleError) as err:
-        raise ValueError(f"--storage {describe_storage(spec, '.')}: {err}") from None
+        raise ValueError(f"{what} {describe_storage(spec, '.')}: {err}") from None
     except ImportError as err:
         raise ValueError(
-            f"--storage {url.render_as_string(hide_password=True)} needs the database "
+            f"{what} {url.render_as_string(hide_password=True)} needs the database "
             f"driver module '{err.name or err}'; install the package that provides it "
             "(postgresql: pip install 'psycopg[binary]', or psycopg2-binary with "
             "postgresql+psycopg2://; MySQL: pip install pymysql with mysql+pymysql://)"
         ) from None
     if url.host:
-        import socket
-
-        try:
-            with socket.create_connection(
-                (url.host, url.port or _DEFAULT_PORTS.get(url.get_backend_name(), 0)), timeout=3
-            ):
-                pass
-        except OSError as err:
-            raise ValueError(
-                f"--storage {url.render_as_string(hide_password=True)}: the database server "
-                f"is not reachable ({err.strerror or err}); start it or fix the URL"
-            ) from None
+        check_connects(
+            url.host,
+            url.port or _DEFAULT_PORTS.get(url.get_backend_name(), 0),
+            f"{what} {url.render_as_string(hide_password=True)}: the database server",
+            "start it or fix the URL",
+        )
 
 
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
