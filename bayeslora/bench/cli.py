@@ -11,6 +11,7 @@ import dataclasses
 import signal
 import sys
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from bayeslora.bench.config import (
@@ -24,7 +25,14 @@ from bayeslora.bench.config import (
     presets_for,
 )
 
-_DEFAULTS = BenchConfig()
+# The fields' defaults, read without constructing (and so validating) a BenchConfig: a
+# plugin that breaks a default task must be an error of main(), not of this import.
+_DEFAULTS = SimpleNamespace(
+    **{
+        f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(BenchConfig)
+    }
+)
 
 
 def _csv(kind=str):
@@ -168,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-length", type=int, help=f"prompt tokens kept (default {d.max_length})")
     g.add_argument(
         "--truncation-side",
-        choices=["left", "right"],
-        help=f"which end of a long prompt is cut (default {d.truncation_side})",
+        help=f"which end of a long prompt is cut; only left, which keeps 'Answer:' and the "
+        f"choices, is supported (default {d.truncation_side})",
     )
     g.add_argument("--limit-train", type=int, help="use only the first N training examples")
     g.add_argument("--limit-eval", type=int, help="score only the first N evaluation examples")
@@ -313,12 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the registered methods and where they come from, then exit",
     )
     g.add_argument("--list-tasks", action="store_true", help="list the tasks, then exit")
+    g.add_argument(
+        "--explain",
+        metavar="RUN_ID",
+        help="print what produced a stored result (status, metrics, versions, git commit, device, "
+        "dtype, threads, weights hash, data digests, settings) from the store of --output-dir or "
+        "--tracking-uri, then exit",
+    )
     return p
 
 
 def resolve_config(args: argparse.Namespace) -> BenchConfig:
     given: dict[str, Any] = vars(args).copy()
-    for flag in ("list_methods", "list_tasks", "config", "quick", "preset"):
+    for flag in ("list_methods", "list_tasks", "explain", "config", "quick", "preset"):
         given.pop(flag, None)
     cli_hparams: dict[str, dict[str, Any]] = {}
     for method, key, value in given.pop("hp", []):
@@ -340,6 +355,44 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(**values)
 
 
+def _list(args) -> None:
+    """--list-methods / --list-tasks."""
+    if getattr(args, "list_methods", False):
+        from bayeslora.methods.registry import describe_methods
+
+        for name, source, doc in describe_methods():
+            print(f"{name:<14} {source:<28} {doc}")
+    if getattr(args, "list_tasks", False):
+        from bayeslora.tasks import get_task, list_tasks
+
+        for name in list_tasks():
+            try:
+                task = get_task(name)
+            except KeyError as err:  # a broken task plugin: say so, list the others
+                print(f"{name:<14} (cannot be loaded: {err})")
+                continue
+            words = "/".join(task.cloze_answers) or "the choices' texts"
+            print(
+                f"{name:<14} letters: {'/'.join(task.answer_labels)} after {task.template}; "
+                f"choices: {words} after {task.cloze_template}"
+            )
+
+
+def _explain(args) -> int:
+    from bayeslora.bench.explain import explain
+    from bayeslora.tracking.mlflow_tracker import default_tracking_uri
+
+    uri = getattr(args, "tracking_uri", None) or default_tracking_uri(
+        getattr(args, "output_dir", _DEFAULTS.output_dir)
+    )
+    try:
+        print(explain(args.explain, uri))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C: runs in flight end KILLED, finished ones stay."""
 
@@ -352,28 +405,23 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "list_methods", False):
-        from bayeslora.methods.registry import describe_methods
+    if getattr(args, "list_methods", False) or getattr(args, "list_tasks", False):
+        from bayeslora.methods.registry import RegistryError
 
-        for name, source, doc in describe_methods():
-            print(f"{name:<14} {source:<28} {doc}")
+        try:
+            _list(args)
+        except (RegistryError, KeyError) as err:  # a plugin clash, or a broken task plugin
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
-    if getattr(args, "list_tasks", False):
-        from bayeslora.tasks import get_task, list_tasks
-
-        for name in list_tasks():
-            task = get_task(name)
-            words = "/".join(task.cloze_answers) or "the choices' texts"
-            print(
-                f"{name:<14} letters: {'/'.join(task.answer_labels)} after {task.template}; "
-                f"choices: {words} after {task.cloze_template}"
-            )
-        return 0
+    if getattr(args, "explain", None):
+        return _explain(args)
 
     from bayeslora._optional import OptionalDependencyError
     from bayeslora.bench.results import format_table
     from bayeslora.bench.runner import run_bench
     from bayeslora.methods.registry import RegistryError
+    from bayeslora.tracking.mlflow_tracker import TrackingStoreError
 
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
@@ -390,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, OptionalDependencyError, ValueError, FileNotFoundError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrackingStoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except Terminated:
         return 143  # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:
@@ -397,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if on_main_thread:  # main() may run inside another program (tests, a notebook)
             signal.signal(signal.SIGTERM, previous)
-    print(format_table(rows))
+    print(format_table(rows, failures=failures))
     if failures:
         print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
         for failure in failures:

@@ -23,7 +23,29 @@ class ResultRow:
     trained: tuple[float, float] | None = None
 
 
-def format_table(rows: list[ResultRow], header: bool = True) -> str:
+@dataclass
+class CellFailure:
+    """A cell (or a method's tuning on a task) that ended with an error instead of results."""
+
+    method: str
+    task: str
+    seed: int | None  # None: the tuning before the seeds, so no seed ran
+    error: str  # "DivergedError: training loss became nan at step 3"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}/{self.task}/" + (
+            f"seed{self.seed}" if self.seed is not None else "tuning"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.error}"
+
+
+def format_table(
+    rows: list[ResultRow], header: bool = True, failures: list[CellFailure] = ()
+) -> str:
+    """One line per result row, then one per failed cell with its reason."""
     columns = table_metrics()
     width = {m.name: max(7, len(format(0.5, m.fmt)), len(m.header)) for m in columns}
     lines = []
@@ -36,4 +58,7 @@ def format_table(rows: list[ResultRow], header: bool = True) -> str:
             f"{r.mode:<18} {r.task:<14} {r.seed:>4} {cells} "
             f"{r.train_time_s:>8.1f} {r.eval_time_s:>7.1f}"
         )
+    for f in failures:
+        seed = "-" if f.seed is None else f.seed
+        lines.append(f"{f.method:<18} {f.task:<14} {seed:>4} FAILED {f.error}")
     return "\n".join(lines)

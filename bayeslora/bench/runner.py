@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import filelock
 import torch
 
 from bayeslora.bench.comparison import compare_to_baseline, format_comparisons
 from bayeslora.bench.config import BenchConfig
 from bayeslora.bench.plan import PreparedTask, cell_data, plan_cells, prepare_task
-from bayeslora.bench.results import ResultRow, format_table
+from bayeslora.bench.results import CellFailure, ResultRow, format_table
 from bayeslora.bench.seed_summary import (
     differences_over_seeds,
     format_seed_summary,
@@ -32,13 +33,25 @@ from bayeslora.bench.seed_summary import (
 )
 from bayeslora.bench.store import ResultStore
 from bayeslora.cell import Cell, run_cell
-from bayeslora.cell.identity import library_versions
+from bayeslora.cell.identity import harness_identity, library_versions
 from bayeslora.methods.registry import get_method
 from bayeslora.models.identity import model_identity
-from bayeslora.models.loading import load_causal_lm, load_tokenizer
+from bayeslora.models.loading import (
+    check_loaded_as,
+    check_lora_targets,
+    load_causal_lm,
+    load_tokenizer,
+    loaded_as,
+)
 from bayeslora.threads import Worker, worker_threads
-from bayeslora.tracking.mlflow_tracker import MlflowTracker, default_tracking_uri
+from bayeslora.tracking.mlflow_tracker import (
+    MlflowTracker,
+    TrackingStoreError,
+    default_tracking_uri,
+)
+from bayeslora.tracking.urls import mask_url
 from bayeslora.training.checkpoint import Checkpointer
+from bayeslora.training.loop import DivergedError
 
 Result = tuple[ResultRow, torch.Tensor]  # a row and its per-example probabilities
 
@@ -60,11 +73,21 @@ class BenchContext:
     @property
     def base_model(self):
         if self.loaded_model is None:
-            self.loaded_model = load_causal_lm(self.cfg.model_settings())
+            settings = self.cfg.model_settings()
+            model = load_causal_lm(settings)
+            check_loaded_as(settings, loaded_as(model))
+            self.loaded_model = model
         return self.loaded_model
 
     def checkpoint_dir(self, cell: Cell) -> Path:
         return Path(self.cfg.output_dir) / "checkpoints" / cell.key
+
+    def claim(self, cell: Cell) -> filelock.FileLock:
+        """The lock a bench process holds while it runs ``cell`` (one file per cell key
+        under ``<output-dir>/claims``; the operating system releases it if the process dies)."""
+        path = Path(self.cfg.output_dir) / "claims" / f"{cell.key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(path)
 
     def checkpointer(self, cell: Cell) -> Checkpointer | None:
         if not self.cfg.checkpoint_every:
@@ -121,8 +144,8 @@ def preflight(cfg: BenchConfig) -> None:
                 read_jsonl(path)
 
 
-def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
-    """Returns the result rows (run now or reused) and a description of each failure.
+def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[CellFailure]]:
+    """Returns the result rows (run now or reused) and the failed cells, each with why.
 
     ``tune(ctx, task, method_cls) -> (hparams, lora_settings)``, if given, is called once
     per (method, task) while planning; its values become part of the cells' keys.
@@ -133,9 +156,9 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[str]]:
         return _run(cfg, tune, method_classes, worker)
 
 
-def _run(cfg, tune, method_classes, worker) -> tuple[list[ResultRow], list[str]]:
+def _run(cfg, tune, method_classes, worker) -> tuple[list[ResultRow], list[CellFailure]]:
     ctx, stamp = _open(cfg, worker)
-    failures: list[str] = []
+    failures: list[CellFailure] = []
     with ctx.tracker.run(
         f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}
     ):
@@ -149,35 +172,93 @@ def _run(cfg, tune, method_classes, worker) -> tuple[list[ResultRow], list[str]]
             file=sys.stderr,
         )
         results: dict[str, list[Result]] = {}
-        for cell in cells:
-            task = tasks[cell.task]
-            try:
-                results[cell.key] = _complete_cell(ctx, task, cell, stored.get(cell.key, {}))
-            except KeyboardInterrupt:
-                done = sum(len(r) for r in results.values())
-                print(
-                    f"\nbayeslora: interrupted during {cell.label}; {done} finished result(s) "
-                    f"are in {ctx.run_dir / 'results.jsonl'} and MLflow; run the same command "
-                    "again to continue",
-                    file=sys.stderr,
-                )
-                raise
-            except Exception as err:  # one broken cell must not cost the others
-                failures.append(f"{cell.label}: {type(err).__name__}: {err}")
-                traceback.print_exc()
-                ctx.store.record_failure(cell, err, task.info)
-        rows = _report(ctx, tasks, cells, results, failures)
+        try:
+            _run_cells(ctx, tasks, cells, stored, results, failures)
+        except KeyboardInterrupt:
+            done = sum(len(r) for r in results.values())
+            print(
+                f"\nbayeslora: interrupted; {done} finished result(s) are in "
+                f"{ctx.run_dir / 'results.jsonl'} and MLflow; run the same command again to "
+                "continue",
+                file=sys.stderr,
+            )
+            raise
+        rows = _report(ctx, tasks, cells, results, failures, method_classes)
     return rows, failures
+
+
+def _run_cells(ctx, tasks, cells, stored, results, failures) -> None:
+    """Each cell in plan order, claimed first: a cell that another bench process sharing
+    the output directory is running is left for last, then waited for and reused (or run,
+    if that process failed), so that no cell runs twice."""
+    waiting = []
+    for cell in cells:
+        if not _missing_modes(cell, stored.get(cell.key, {})):
+            _attempt(ctx, tasks[cell.task], cell, stored[cell.key], results, failures)
+            continue
+        claim = ctx.claim(cell)
+        try:
+            claim.acquire(timeout=0)
+        except filelock.Timeout:
+            waiting.append((cell, claim))
+            continue
+        try:  # held until the cell's results are stored (or it failed)
+            _attempt(ctx, tasks[cell.task], cell, _finished(ctx, cell), results, failures)
+        finally:
+            claim.release()
+    for cell, claim in waiting:
+        print(
+            f"bayeslora: waiting for {cell.label}: another bench process runs it", file=sys.stderr
+        )
+        with claim:
+            _attempt(ctx, tasks[cell.task], cell, _finished(ctx, cell), results, failures)
+
+
+def _finished(ctx, cell: Cell) -> dict:
+    """The cell's stored results as of now (another process may have added some)."""
+    return {} if ctx.cfg.force else ctx.store.finished(cell)
+
+
+def _attempt(ctx, task, cell: Cell, stored: dict, results, failures) -> None:
+    """Complete one cell; an error is recorded as its failure and the next cell goes on,
+    unless the tracking store itself stopped answering (then nothing more can be stored)."""
+    try:
+        results[cell.key] = _complete_cell(ctx, task, cell, stored)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one broken cell must not cost the others
+        if not ctx.tracker.answers():
+            raise TrackingStoreError(
+                f"the tracking store {mask_url(ctx.tracker.tracking_uri)} stopped answering "
+                f"while {cell.label} was being recorded ({type(err).__name__}: {err}); the "
+                f"{sum(len(r) for r in results.values())} result(s) finished before it are in "
+                f"the store and in {ctx.run_dir / 'results.jsonl'}. Start the store again and "
+                "run the same command: finished cells are reused, the rest run"
+            ) from err
+        failures.append(CellFailure(cell.method, cell.task, cell.seed, _reason(err)))
+        if isinstance(err, DivergedError):  # the method's numbers, not the code, failed
+            print(f"bayeslora: {cell.label} failed: {_reason(err)}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+        ctx.store.record_failure(cell, err, task.info)
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
     output_dir = Path(cfg.output_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = output_dir / f"bench-{stamp}"
-    if run_dir.exists():  # another worker started in the same second
-        run_dir = output_dir / f"bench-{stamp}-{os.getpid()}"
     tokenizer = _tokenizer(cfg)  # before the store: a model that is not there fails first
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_lora_targets(cfg.lora_settings().target_modules, cfg.model_settings())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = output_dir / f"bench-{stamp}"
+    try:  # atomic: of two processes started in the same second, one gets the plain name
+        run_dir.mkdir()
+    except FileExistsError:
+        run_dir = output_dir / f"bench-{stamp}-{os.getpid()}"
+        run_dir.mkdir()
     tracker = MlflowTracker(
         cfg.tracking_uri or default_tracking_uri(output_dir),
         cfg.experiment,
@@ -185,12 +266,25 @@ def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
     )
     print(
         f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {worker.threads} torch thread(s) "
-        f"on {worker.cores} core(s); results in {run_dir}, MLflow store {tracker.tracking_uri}",
+        f"on {worker.cores} core(s); results in {run_dir}, MLflow store "
+        f"{mask_url(tracker.tracking_uri)}",
         file=sys.stderr,
     )
+    orphans = tracker.fail_orphans()
+    if orphans:
+        print(
+            f"bayeslora: marked {len(orphans)} run(s) FAILED whose process on this host died "
+            f"without ending them: {', '.join(orphans)}",
+            file=sys.stderr,
+        )
     # Threads change speed, not results: logged with every run, not part of a cell's key.
     threads = {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
-    common = {"config": cfg.to_dict(), "versions": library_versions(), "threads": threads}
+    common = {
+        "config": cfg.to_dict(),
+        "versions": library_versions(),
+        "harness": harness_identity(),
+        "threads": threads,
+    }
     store = ResultStore(tracker, common, cfg.save_adapters)
     return BenchContext(cfg, tracker, store, run_dir, tokenizer, common, worker), stamp
 
@@ -219,8 +313,9 @@ def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
                 try:
                     hparams, lora = tune(ctx, task, method_cls)
                 except Exception as err:  # no tuned values: this method's seeds would mean nothing
-                    label = f"{name}/{task.name}/tuning"
-                    failures.append(f"{label}: {type(err).__name__}: {err}")
+                    failure = CellFailure(name, task.name, None, _reason(err))
+                    label = failure.label
+                    failures.append(failure)
                     traceback.print_exc()
                     ctx.tracker.record_failure(
                         label,
@@ -275,13 +370,16 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
     return ordered
 
 
-def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
-    """Per task: differences to the baseline, and over seeds; then the whole table."""
+def _report(ctx, tasks, cells, results, failures, method_classes) -> list[ResultRow]:
+    """Per task: differences to the baseline (the first method's first mode), and over
+    seeds; then the whole table, failed cells included."""
     rows = []
+    first = ctx.cfg.methods[0]
     for task in tasks.values():
         task_results = [r for c in cells if c.task == task.name for r in results.get(c.key, [])]
         rows += [row for row, _ in task_results]
-        comparisons = compare_to_baseline(task_results, task.eval_data.labels)
+        baseline = method_classes[first](method_classes[first].make_config(task.name)).modes()[0]
+        comparisons = compare_to_baseline(task_results, task.eval_data.labels, baseline.name)
         if comparisons:
             _publish(ctx, "comparison", task.name, format_comparisons(comparisons), comparisons)
         if len(ctx.cfg.seeds) > 1 and task_results:
@@ -292,9 +390,13 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
             }
             text = format_seed_summary(summary["metrics"], summary["differences"])
             _publish(ctx, "seeds", task.name, text, summary)
-    ctx.tracker.log_text(format_table(rows), "results.txt")
-    ctx.tracker.log_dict({"rows": [asdict(r) for r in rows], "failures": failures}, "results.json")
-    (ctx.run_dir / "results.txt").write_text(format_table(rows) + "\n")
+    table = format_table(rows, failures=failures)
+    ctx.tracker.log_text(table, "results.txt")
+    ctx.tracker.log_dict(
+        {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]},
+        "results.json",
+    )
+    (ctx.run_dir / "results.txt").write_text(table + "\n")
     return rows
 
 

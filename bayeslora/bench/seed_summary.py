@@ -50,7 +50,8 @@ def differences_over_seeds(comparisons: Iterable[dict]) -> list[dict]:
     names = [m.name for m in bootstrap_metrics()]
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for c in comparisons:
-        groups.setdefault((c["task"], c["mode"], c["baseline"]), []).append(c)
+        if "missing" not in c:  # a seed whose baseline failed has no difference
+            groups.setdefault((c["task"], c["mode"], c["baseline"]), []).append(c)
     summaries = []
     for (task, mode, baseline), group in groups.items():
         summary = {"task": task, "mode": mode, "baseline": baseline}

@@ -93,6 +93,7 @@ class ResultStore:
                 "lora": dataclasses.asdict(cell.lora),
                 "train": dataclasses.asdict(cell.train),
                 "cell": {"key": cell.key, **cell.ingredients()},
+                "model_used": result.model_used,  # as read from the loaded model
                 "train_size": len(data.train),
                 "val_size": len(data.val) if data.val is not None else 0,
             }

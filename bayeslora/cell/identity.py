@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import platform
+import subprocess
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -52,6 +53,33 @@ def code_identity(method_name: str, method_cls, quantized: bool) -> dict[str, ob
         "libraries": versions,
         "method_sources": {name: sources.get(name, "in-process") for name in (base, *posthoc)},
     }
+
+
+@functools.cache
+def harness_identity() -> dict[str, str]:
+    """Which bayeslora computed a result, for a reader (not part of any key: the sources'
+    digest is): its version, the digest of its sources and, in a git checkout, the commit
+    and whether the checkout has uncommitted changes."""
+    identity = {"version": version_or_missing("bayeslora"), "sources": _sources_digest()}
+    root = Path(bayeslora.__file__).parent.parent
+    if (root / ".git").exists():
+        git = ["git", "-C", str(root)]
+        try:
+            commit = subprocess.run(
+                [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            )
+            status = subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):  # no git on this machine
+            return identity
+        if commit.returncode == 0:
+            identity["git_commit"] = commit.stdout.strip()
+            identity["git_dirty"] = str(bool(status.stdout.strip())).lower()
+    return identity
 
 
 def version_or_missing(name: str) -> str:

@@ -20,6 +20,7 @@ from bayeslora.cell.spec import Cell
 from bayeslora.methods.modes import PredictionMode
 from bayeslora.metrics import compute_metrics
 from bayeslora.models.classifier import lora_classifier
+from bayeslora.models.loading import loaded_as
 from bayeslora.training.checkpoint import Checkpointer
 from bayeslora.training.loop import LogCallback, check_finite
 
@@ -52,6 +53,7 @@ class CellResult:
     adapter: dict[str, bytes] | None = None  # peft's adapter files, if asked for
     trained: tuple[float, float] | None = None  # wall-clock start and end of fit (unix s)
     notes: list[str] = field(default_factory=list)  # what a reader of the run should know
+    model_used: dict[str, str] = field(default_factory=dict)  # models.loading.loaded_as
 
 
 def run_cell(
@@ -79,7 +81,7 @@ def run_cell(
 
     method_cls = cell.method_cls
     method = method_cls(cell.config, train=cell.train, on_log=log)
-    notes = []
+    notes = [n for n in [method_cls.defaults_notice(cell.task)] if n]
     if not method_cls.trains:
         checkpointer = None  # nothing to checkpoint
     if checkpointer is not None and not method_cls.checkpointable:
@@ -94,10 +96,10 @@ def run_cell(
         start, started = time.perf_counter(), time.time()
         method.fit(classifier, data.train, data.val)
         train_time, trained = time.perf_counter() - start, (started, time.time())
-        if checkpointer is not None and not checkpointer.claimed:
+        if method_cls.trains and not method.used_training_loop:
             notes.append(
-                f"{cell.method}'s fit does not use Method.training_loop, so it kept no "
-                "checkpoints: if interrupted, it restarts"
+                f"{cell.method}'s fit does not use Method.training_loop: no training curve "
+                "was logged, and --eval-every, pruning and --checkpoint-every did nothing"
             )
         results = []
         for mode in wanted:
@@ -110,7 +112,15 @@ def run_cell(
         extras = method.extra_metrics()  # after predicting: some report prediction costs
         adapter = _adapter_files(classifier) if save_adapter else None
     return CellResult(
-        cell, results, train_time, history, extras, adapter, notes=notes, trained=trained
+        cell,
+        results,
+        train_time,
+        history,
+        extras,
+        adapter,
+        notes=notes,
+        trained=trained,
+        model_used=loaded_as(base_model),
     )
 
 

@@ -5,7 +5,16 @@ Write a method as a :class:`Method` subclass with a ``Config`` dataclass; regist
 ``bayeslora.methods`` in an installed package (how the built-ins are registered too).
 """
 
-from bayeslora.methods.base import LogCallback, Method, MethodConfig
+from bayeslora.methods.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_OPEN_TOP,
+    LogCallback,
+    Method,
+    MethodConfig,
+    Range,
+)
 from bayeslora.methods.registry import (
     RegistryError,
     available_methods,
@@ -15,9 +24,14 @@ from bayeslora.methods.registry import (
 )
 
 __all__ = [
+    "AT_LEAST_ONE",
+    "NON_NEGATIVE",
+    "POSITIVE",
+    "UNIT_OPEN_TOP",
     "LogCallback",
     "Method",
     "MethodConfig",
+    "Range",
     "RegistryError",
     "available_methods",
     "describe_methods",

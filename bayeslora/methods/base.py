@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -97,7 +99,9 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
-        """Build from strings or numbers (CLI, config file, optuna), checking names and types."""
+        """Build from strings or numbers (CLI, config file, optuna), checking names and
+        converting each value to its field's annotated type (``float``, ``int``, ``bool``,
+        ``str``, or one of them ``| None``, where "none" gives None)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(values) - set(fields)
         if unknown:
@@ -105,10 +109,13 @@ class MethodConfig:
                 f"unknown hyperparameter(s) {sorted(unknown)} for {cls.__qualname__}; "
                 f"known: {sorted(fields)}"
             )
-        defaults = cls()
+        kinds = _field_kinds(cls)
         converted = {}
         for name, value in values.items():
-            kind = type(getattr(defaults, name))
+            kind, optional = kinds[name]
+            if optional and (value is None or str(value).lower() in ("none", "null")):
+                converted[name] = None
+                continue
             try:
                 converted[name] = _convert(value, kind)
             except (TypeError, ValueError) as err:
@@ -119,6 +126,30 @@ class MethodConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _field_kinds(cls: type[MethodConfig]) -> dict[str, tuple[type, bool]]:
+    """Field name -> (the type a value converts to, whether None is allowed), from the
+    annotations; where one cannot be read, the type of the default value."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: fall back to the defaults
+        hints = {}
+    defaults, kinds = cls(), {}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        args = (
+            typing.get_args(hint)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType)
+            else ()
+        )
+        optional = type(None) in args
+        plain = [a for a in args if a is not type(None)]
+        if len(plain) == 1:
+            hint = plain[0]
+        kind = hint if hint in (int, float, str, bool) else type(getattr(defaults, f.name))
+        kinds[f.name] = (kind, optional)
+    return kinds
 
 
 def _convert(value: Any, kind: type) -> Any:
@@ -179,6 +210,13 @@ class Method(ABC):
         self.history: list[dict[str, float]] = []  # training log: one dict per logged step
         # Set by the harness before fit (--checkpoint-every); training_loop uses it.
         self.checkpointer: Checkpointer | None = None
+        self._loop_runs = 0  # training_loop calls: a fit without any logged no curve
+
+    @property
+    def used_training_loop(self) -> bool:
+        """Whether ``fit`` trained through :meth:`training_loop` (and so logged its
+        curve, evaluated every ``--eval-every`` steps and could be pruned)."""
+        return self._loop_runs > 0
 
     @abstractmethod
     def fit(self, model: AnswerTokenClassifier, train, val=None) -> None:
@@ -216,6 +254,7 @@ class Method(ABC):
         (what the tuner prunes on) and checkpoints, including this method's
         :meth:`checkpoint_state`. ``loop_options``: ``sample_context``,
         ``samples_per_batch``, ``after_step``, or replacements for ``evaluate``/``on_log``."""
+        self._loop_runs += 1
         options = {
             "evaluate": self._evaluator(val),
             "on_log": self.on_log,
@@ -265,18 +304,41 @@ class Method(ABC):
     def make_config(
         cls, task: str | None = None, overrides: dict[str, Any] | None = None
     ) -> MethodConfig:
-        """Config from the method's defaults, then its per-task defaults, then ``overrides``.
-
-        A bad value is a ValueError naming the method and how to set the value."""
+        """Config from the method's defaults, then its per-task defaults (the method's
+        ``task_defaults``, then the task's ``method_defaults`` for this method), then
+        ``overrides``. A bad value is a ValueError naming the method and how to set it."""
         try:
-            return cls.Config.from_dict(
-                {**cls.task_defaults.get(task or "", {}), **(overrides or {})}
-            )
+            return cls.Config.from_dict({**cls.defaults_for(task), **(overrides or {})})
         except ValueError as err:
             raise ValueError(
                 f"method '{cls.name}': {err} (set it with --hp {cls.name}.NAME=VALUE or "
                 f"hparams: {{{cls.name}: {{NAME: VALUE}}}} in a config file)"
             ) from None
+
+    @classmethod
+    def defaults_for(cls, task: str | None) -> dict[str, Any]:
+        """The per-task defaults for ``task``: the method's own, under the task's."""
+        from bayeslora.tasks import get_task
+
+        if task is None:
+            return {}
+        return {
+            **cls.task_defaults.get(task, {}),
+            **get_task(task).method_defaults.get(cls.name, {}),
+        }
+
+    @classmethod
+    def defaults_notice(cls, task: str) -> str | None:
+        """What a reader should know when this method has per-task defaults but none for
+        ``task`` (its Config's defaults, set for other tasks, apply), else None."""
+        if not cls.task_defaults or cls.defaults_for(task):
+            return None
+        values = {k: getattr(cls.Config(), k) for v in cls.task_defaults.values() for k in v}
+        return (
+            f"{cls.name} has no per-task defaults for {task} (it has them for "
+            f"{', '.join(sorted(cls.task_defaults))}): using {values}; set them with "
+            f"--hp {cls.name}.NAME=VALUE or the task's method_defaults"
+        )
 
     def _check_mode(self, mode: PredictionMode | str | None) -> PredictionMode:
         """The declared mode that ``mode`` (a mode, its name, or None: the first) names."""

@@ -59,8 +59,16 @@ class PostHocMethod(Method):
         return cls.inner.make_config(task, overrides)  # the inner method may check more (extras)
 
     @classmethod
+    def defaults_for(cls, task: str | None) -> dict[str, Any]:
+        return cls.inner.defaults_for(task)
+
+    @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
         return cls.inner.search_space(trial)
+
+    @property
+    def used_training_loop(self) -> bool:
+        return self.inner_method.used_training_loop
 
     def __init__(self, config=None, *, train=None, on_log=None):
         super().__init__(config, train=train, on_log=on_log)

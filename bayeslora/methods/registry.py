@@ -15,13 +15,15 @@ are built on request by ``B.wrap(A)`` and cached; they are not listed as methods
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
+import inspect
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from bayeslora.methods.base import Method
+from bayeslora.methods.base import Method, MethodConfig
 
 ENTRY_POINT_GROUP = "bayeslora.methods"
 BUILTIN_DISTRIBUTION = "bayeslora"
@@ -66,6 +68,9 @@ def register_method(name: str):
                 f"cannot register {target} under the same name"
             )
         cls.name = name
+        check_method_class(
+            cls, f"method '{name}' ({existing.source if existing else 'in-process'}, {target})"
+        )
         if existing is None:
             _entries[name] = _Entry(name, "in-process", target, cls)
         else:
@@ -126,8 +131,52 @@ def get_method(name: str) -> type[Method]:
                 f"method '{name}' ({entry.source}): {entry.target} is not a Method subclass"
             )
         cls.name = name
+        if cls is not entry.cls:  # the module's @register_method may have checked it already
+            check_method_class(cls, f"method '{name}' ({entry.source}, {entry.target})")
         entry.cls = cls
     return entry.cls
+
+
+def check_method_class(cls: type[Method], where: str) -> None:
+    """What the harness relies on in a method class, checked when it is loaded, so that a
+    broken plugin is named with what to fix instead of failing in the middle of a run:
+    a ``Config`` dataclass that subclasses MethodConfig with a default for every field
+    (and whose ``ranges`` and ``learning_rates`` name its fields), ``fit`` and
+    ``predict_proba`` implemented, and prediction modes with distinct names."""
+    problems = []
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, MethodConfig)):
+        problems.append(
+            f"its Config ({config!r}) must be a dataclass subclassing "
+            "bayeslora.methods.MethodConfig"
+        )
+    elif not dataclasses.is_dataclass(config):
+        problems.append(f"its Config {config.__qualname__} must be decorated with @dataclass")
+    else:
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        no_default = [
+            n
+            for n, f in fields.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        if no_default:
+            problems.append(f"every Config field needs a default; {no_default} have none")
+        for attr in ("ranges", "learning_rates"):
+            stray = sorted(set(getattr(config, attr)) - set(fields))
+            if stray:
+                problems.append(f"Config.{attr} names {stray}, which are not Config fields")
+    if inspect.isabstract(cls):
+        problems.append(f"it does not implement {sorted(cls.__abstractmethods__)}")
+    if not problems:
+        try:
+            names = [m.name for m in cls(cls.Config()).modes()]
+        except Exception as err:
+            problems.append(f"its default instance cannot declare its prediction modes ({err!r})")
+        else:
+            if not names or len(set(names)) != len(names):
+                problems.append(f"prediction_modes() must declare distinct names, got {names}")
+    if problems:
+        raise RegistryError(f"{where} cannot be used: " + "; ".join(problems))
 
 
 def split_method_name(name: str) -> tuple[str, tuple[str, ...]]:

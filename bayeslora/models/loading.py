@@ -232,6 +232,86 @@ def load_causal_lm(settings: ModelSettings):
     return model
 
 
+def module_names(settings: ModelSettings) -> set[str]:
+    """The last component of every leaf module's name in the model (``q_proj``,
+    ``lm_head``, ...: what LoRA can target), from its config alone: the model is built on the meta device, without weights, in about
+    a second even for a 7B model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if settings.name in TINY_MODELS:
+        model = config_model(settings.name, vocab_size=8, device="meta")
+    else:
+        source, offline = _source(settings)
+        config = AutoConfig.from_pretrained(
+            source, local_files_only=offline, trust_remote_code=settings.trust_remote_code
+        )
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=settings.trust_remote_code
+            )
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name and next(module.children(), None) is None
+    }
+
+
+def check_lora_targets(targets: tuple[str, ...], settings: ModelSettings) -> None:
+    """A ValueError naming each LoRA target that matches no module of the model (peft
+    matches a target by the end of a module's name, and skips targets that match nothing
+    as long as one matches)."""
+    names = module_names(settings)
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ValueError(
+            f"--lora-targets {','.join(missing)} match(es) no module of {settings.name}; its "
+            f"modules are named {', '.join(sorted(names))}"
+        )
+
+
+def loaded_as(model) -> dict[str, str]:
+    """How a loaded base model is really held, read from the model rather than from the
+    settings that asked for it: device, dtype, attention implementation, quantization."""
+    config = model.config
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        quantization = Quantization.NONE.value
+    else:
+        values = quant if isinstance(quant, dict) else quant.to_dict()
+        if values.get("load_in_8bit"):
+            quantization = Quantization.INT8.value
+        elif values.get("load_in_4bit"):
+            quantization = f"4bit-{values.get('bnb_4bit_quant_type', 'fp4')}"
+        else:
+            quantization = str(values.get("quant_method", "unknown"))
+    return {
+        "device": str(next(model.parameters()).device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "attn_implementation": str(getattr(config, "_attn_implementation", None)),
+        "quantization": quantization,
+    }
+
+
+def check_loaded_as(settings: ModelSettings, used: dict[str, str]) -> None:
+    """A ValueError when the model was not loaded as asked (a loader that ignored the
+    quantization or the dtype), so that what a run logs as used is what was used."""
+    wrong = []
+    if used["quantization"] != settings.quantization.value:
+        wrong.append(f"quantization {used['quantization']} (asked: {settings.quantization.value})")
+    if settings.quantization is Quantization.NONE and used["dtype"] != settings.dtype:
+        wrong.append(f"dtype {used['dtype']} (asked: {settings.dtype})")
+    asked = attn_implementation_for(settings)
+    if asked is not None and used["attn_implementation"] != asked:
+        wrong.append(f"attention {used['attn_implementation']} (asked: {asked})")
+    if resolve_device(settings.device).type != torch.device(used["device"]).type:
+        wrong.append(f"device {used['device']} (asked: {settings.device})")
+    if wrong:
+        raise ValueError(
+            f"model {settings.name} was loaded with {', '.join(wrong)}; the loader or the "
+            "model ignored the setting, so the run stops rather than log what it did not use"
+        )
+
+
 def _materialized(settings: ModelSettings) -> Path:
     """A config-built model saved (in ``settings.dtype``) with its tokenizer, once."""
     identity = json.dumps(config_model_settings(settings.name), sort_keys=True)

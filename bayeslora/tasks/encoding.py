@@ -166,8 +166,11 @@ class EncodingSettings:
         object.__setattr__(self, "length_norm", as_length_norm(self.length_norm).value)
         if self.max_length < 2:  # a question token and an answer token at least
             raise ValueError(f"max_length must be >= 2 tokens, got {self.max_length}")
-        if self.truncation_side not in ("left", "right"):
-            raise ValueError(f"truncation_side must be left or right, got {self.truncation_side!r}")
+        if self.truncation_side != "left":  # both datasets need the prompt's end: see them
+            raise ValueError(
+                f"truncation_side must be 'left', got {self.truncation_side!r}: cutting the "
+                "right end would remove 'Answer:' and the answer choices"
+            )
 
 
 def encode(examples: Sequence[Example], tokenizer: Any, settings: EncodingSettings | None = None):

@@ -1,7 +1,17 @@
-"""The registered tasks, as data. ``get_task(name)`` and ``list_tasks()`` look them up.
+"""The task registry: the six built-in tasks as data, and plugins, behind one name lookup.
 
-To add a task: write its :class:`RecordFormat` (which field holds what), the hub and/or
-packaged source, and register the :class:`TaskSpec` in ``TASKS``. No code per task.
+Three ways in, one table (as for methods: ``bayeslora/methods/registry.py``):
+- the built-in :class:`TaskSpec` values below (``TASKS``). To add one: write its
+  :class:`RecordFormat` (which field holds what), the hub and/or packaged source, and
+  add the spec to the list. No code per task.
+- Installed packages declare an entry point in the group ``bayeslora.tasks``
+  (``name = "package.module:OBJECT"``, OBJECT a TaskSpec or a zero-argument callable
+  returning one). Entry points are only *read* until their task is asked for
+  (``get_task``): a broken or heavy plugin costs nothing unless selected.
+- ``register_task(spec)`` registers a spec in-process (a notebook, a test).
+
+A name declared twice is a :class:`TaskRegistryError` naming both sources (raised by
+``get_task`` for that name); an unknown name gets a "did you mean".
 
 The packaged protocol (train/eval splits without any train split on disk) is explained
 in ``packaged.py``; the numbers here are its fixed choices.
@@ -9,8 +19,15 @@ in ``packaged.py``; the numbers here are its fixed choices.
 
 from __future__ import annotations
 
-from bayeslora.tasks.names import unknown_name
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from types import MappingProxyType
+
+from bayeslora.tasks.names import UnknownNameError, unknown_name
 from bayeslora.tasks.spec import FixedSplit, HubSource, PackagedSource, RecordFormat, TaskSpec
+
+ENTRY_POINT_GROUP = "bayeslora.tasks"
 
 # The seed of the fixed packaged splits (WinoGrande, BoolQ). It belongs to the task
 # rather than the run so that every run reports on the same eval examples. Changing
@@ -97,7 +114,7 @@ def _winogrande(name: str) -> TaskSpec:
     )
 
 
-TASKS: dict[str, TaskSpec] = {
+_BUILTIN_TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
         _four_choice(
@@ -143,15 +160,135 @@ TASKS: dict[str, TaskSpec] = {
         _winogrande("winogrande_m"),
     ]
 }
+# The built-ins, read-only: a task is added with register_task or as a plugin, which
+# check its name. (get_task and list_tasks see every task, not only these.)
+TASKS: Mapping[str, TaskSpec] = MappingProxyType(_BUILTIN_TASKS)
+
+
+class TaskRegistryError(KeyError):
+    """A task name declared twice, or a plugin task that cannot be loaded.
+
+    A KeyError, as :class:`UnknownNameError` is: a task lookup that failed. So whatever
+    catches a failed lookup (the bench CLI's ``main`` among them) catches this too.
+    """
+
+    __str__ = UnknownNameError.__str__  # the message, not KeyError's quoted repr
+
+
+@dataclass
+class _Entry:
+    source: str  # "built-in", "plugin <dist> <version>" or "in-process"
+    target: str  # where the spec comes from, for messages ("module:OBJECT" for a plugin)
+    spec: TaskSpec | None = None  # None: a plugin not imported yet
+    entry_point: EntryPoint | None = None
+    clash: str = ""  # the name is declared twice: the error get_task raises
+
+    def where(self) -> str:
+        return f"{self.source} ({self.target})"
+
+
+_builtin = {name: _Entry("built-in", f"{__name__}.TASKS", spec) for name, spec in TASKS.items()}
+_plugins: dict[str, _Entry] | None = None  # None until the entry points are read
+_in_process: dict[str, _Entry] = {}
+
+
+def _read_entry_points() -> dict[str, _Entry]:
+    global _plugins
+    if _plugins is None:
+        _plugins = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            source = (
+                f"plugin {dist.name} {dist.version}" if dist else "plugin (unknown distribution)"
+            )
+            existing = _plugins.get(ep.name) or _builtin.get(ep.name)
+            if existing is None:
+                _plugins[ep.name] = _Entry(source, ep.value, entry_point=ep)
+            elif existing.target != ep.value:  # not the same package seen twice on sys.path
+                # Raised when the name is asked for, like a plugin's import error: a clash
+                # between two tasks nobody selected does not stop the others.
+                clash = (
+                    f"task name {ep.name!r} is declared twice: by {existing.where()} and by "
+                    f"{source} ({ep.value}); uninstall one of them"
+                )
+                _plugins[ep.name] = _Entry(existing.source, existing.target, clash=clash)
+    return _plugins
+
+
+def _entries() -> dict[str, _Entry]:
+    # In-process registrations come last: register_task(..., replace=True) shadows the others.
+    return _builtin | _read_entry_points() | _in_process
+
+
+def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
+    """Register ``spec`` under ``spec.name`` in this process (a notebook, a test).
+
+    A name that is taken (built-in, plugin or registered before) is an error unless
+    ``replace``; the replacement lasts until :func:`unregister_task`. Returns ``spec``.
+    """
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"register_task needs a TaskSpec, got {type(spec).__name__}")
+    existing = _entries().get(spec.name)
+    if existing is not None and not replace:
+        raise TaskRegistryError(
+            f"task name {spec.name!r} is already registered by {existing.where()}; "
+            f"cannot register another task under it (replace=True replaces it)"
+        )
+    _in_process[spec.name] = _Entry("in-process", "register_task", spec)
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    """Remove an in-process registration (for tests and notebooks); a built-in or plugin
+    task it replaced comes back. Built-ins and plugins themselves stay."""
+    _in_process.pop(name, None)
 
 
 def list_tasks() -> list[str]:
-    return sorted(TASKS)
+    """Every task name, built-in, plugin and registered, without importing any plugin."""
+    return sorted(_entries())
+
+
+def available_tasks() -> dict[str, str]:
+    """Name -> source ("built-in", "plugin <dist> <version>" or "in-process") of every
+    task, without importing any plugin."""
+    return {name: entry.source for name, entry in sorted(_entries().items())}
 
 
 def get_task(name: str) -> TaskSpec:
-    """The registered task called ``name``; an unknown name raises with a "did you mean" hint."""
+    """The task called ``name``, importing its plugin if needed. An unknown name raises
+    :class:`UnknownNameError` with a "did you mean" hint; a name declared twice, or a
+    plugin that cannot be loaded, :class:`TaskRegistryError` naming the plugin."""
+    entries = _entries()
+    entry = entries.get(name)
+    if entry is None:
+        raise unknown_name("task", name, entries)
+    if entry.clash:
+        raise TaskRegistryError(entry.clash)
+    if entry.spec is None:
+        entry.spec = _load_plugin(name, entry)
+    return entry.spec
+
+
+def _load_plugin(name: str, entry: _Entry) -> TaskSpec:
+    # A broken plugin must name itself (distribution and target), not crash the harness.
+    where = f"task {name!r} ({entry.where()})"
     try:
-        return TASKS[name]
-    except KeyError:
-        raise unknown_name("task", name, TASKS) from None
+        obj = entry.entry_point.load()
+    except Exception as err:
+        raise TaskRegistryError(f"{where} failed to import: {err!r}") from err
+    if callable(obj):  # a zero-argument factory (a TaskSpec is not callable)
+        try:
+            obj = obj()
+        except Exception as err:
+            raise TaskRegistryError(f"{where}: calling {entry.target}() failed: {err!r}") from err
+    if not isinstance(obj, TaskSpec):
+        raise TaskRegistryError(
+            f"{where} is a {type(obj).__name__}, not a TaskSpec or a zero-argument callable "
+            f"returning one"
+        )
+    if obj.name != name:
+        raise TaskRegistryError(
+            f"{where} is a TaskSpec named {obj.name!r}; the entry point must carry the spec's name"
+        )
+    return obj

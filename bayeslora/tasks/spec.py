@@ -10,8 +10,9 @@ reads every source through such a format.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 # How a record stores its gold answer (see ``records.read_item``):
 #   "key"       a choice label such as "A" or "3", looked up in the record's own
@@ -120,6 +121,25 @@ class TaskSpec:
     cloze_answers: tuple[str, ...] = ()
     hub: HubSource | None = None
     packaged: PackagedSource | None = None
+    # Per-method hyperparameter defaults this task declares, by method name, e.g.
+    # {"ivon": {"ess": 1e7, "hess_init": 3e-4}}: what a method's paper chose for this
+    # task. Data only; the methods read their own entry. Left out of the hash (dicts
+    # are not hashable) but compared, so two specs that differ here are not equal.
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Plain dicts (JSON- and pickle-friendly), copied so that the spec does not share
+        # them with its caller: a dict reused for two specs cannot change both.
+        defaults = self.method_defaults
+        if not (
+            isinstance(defaults, Mapping) and all(isinstance(v, Mapping) for v in defaults.values())
+        ):
+            raise TypeError(
+                f"task {self.name!r}: method_defaults must map method names to "
+                f"{{hyperparameter: value}}, got {defaults!r}"
+            )
+        copied = {method: dict(values) for method, values in defaults.items()}
+        object.__setattr__(self, "method_defaults", copied)
 
     @property
     def num_choices(self) -> int:

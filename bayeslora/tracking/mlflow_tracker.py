@@ -18,7 +18,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bayeslora.tracking.process import HOST_TAG, is_gone, process_tags
+
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+# MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2: about
+# 4 minutes before a stopped server is reported, for every request. Ours unless the user
+# set them: 4 retries, factor 1 (about 15 s), enough for a server restart or a network blip.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+class TrackingStoreError(RuntimeError):
+    """The tracking store stopped answering while results were being recorded."""
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
@@ -42,12 +55,23 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _forget_active_runs() -> None:
+    """Drop this thread's active MLflow runs without a request to the store. MLflow has no
+    public call for it: ``end_run`` asks the (dead) server, and so would MLflow's exit hook,
+    retrying for every run."""
+    from mlflow.tracking import fluent
+
+    fluent._active_run_stack.get().clear()
+
+
 class MlflowTracker:
     """Parent run per bench invocation, child runs nested under it."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        for name, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         import mlflow
 
         self.mlflow = mlflow
@@ -96,22 +120,68 @@ class MlflowTracker:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Iterator[Any]:
-        """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C) — never left RUNNING."""
-        run = self.mlflow.start_run(run_name=name, nested=nested, tags=dict(tags or {}))
+        """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM) — never
+        left RUNNING by this process; tagged with the process, so that a later one can mark
+        it FAILED if this process is killed outright (:meth:`fail_orphans`)."""
+        tags = {**process_tags(), **(tags or {})}
+        run = self.mlflow.start_run(run_name=name, nested=nested, tags=tags)
         try:
             if params:
                 self.log_params(params)
             yield run
         except KeyboardInterrupt:
-            self.mlflow.set_tag("bayeslora.error", "interrupted (KeyboardInterrupt)")
-            self.mlflow.end_run(status="KILLED")
+            self._end(run, "KILLED", "interrupted (KeyboardInterrupt)")
+            raise
+        except TrackingStoreError:
+            _forget_active_runs()  # there is no store to end them in
             raise
         except BaseException as err:
-            self.mlflow.set_tag("bayeslora.error", f"{type(err).__name__}: {err}"[:5000])
-            self.mlflow.end_run(status="FAILED")
+            self._end(run, "FAILED", f"{type(err).__name__}: {err}")
             raise
         else:
             self.mlflow.end_run(status="FINISHED")
+
+    def _end(self, run, status: str, reason: str) -> None:
+        """End ``run`` with ``status`` while an exception propagates: a store that fails
+        now must not replace that exception with its own."""
+        try:
+            self.mlflow.set_tag("bayeslora.error", reason[:5000])
+            self.mlflow.end_run(status=status)
+        except Exception:
+            _forget_active_runs()
+
+    def answers(self) -> bool:
+        """Whether the store can be reached now (a server URL: a TCP connection in seconds)."""
+        from bayeslora.tracking.urls import check_reachable
+
+        try:
+            check_reachable(self.tracking_uri, "tracking store")
+        except ValueError:
+            return False
+        return True
+
+    def fail_orphans(self) -> list[str]:
+        """Mark FAILED the RUNNING runs of this experiment whose process, on this host, has
+        ended without closing them (killed with SIGKILL, out of memory); their names."""
+        from socket import gethostname
+
+        client = self.mlflow.tracking.MlflowClient()
+        orphans = [
+            run
+            for run in self.search_runs(
+                f"attributes.status = 'RUNNING' AND tags.`{HOST_TAG}` = '{gethostname()}'"
+            )
+            if is_gone(run.data.tags)
+        ]
+        for run in orphans:
+            pid = run.data.tags.get("bayeslora.pid")
+            client.set_tag(
+                run.info.run_id,
+                "bayeslora.error",
+                f"process died: pid {pid} on this host ended without closing the run",
+            )
+            client.set_terminated(run.info.run_id, status="FAILED")
+        return [run.info.run_name for run in orphans]
 
     def record_failure(
         self,

@@ -116,10 +116,17 @@ def test_mlflow_holds_parent_and_child_runs(bench_run):
         "train.batch_size",
         "versions.torch",
         "versions.transformers",
+        "harness.sources",
+        "threads.at_start",
+        "cell.model.sha256" if "cell.model.sha256" in params else "cell.model.settings",
+        "cell.data.eval_examples",
         "seed",
         "mode",
     ):
         assert key in params, key
+    # what was used, read from the loaded model, agrees with what was asked for
+    assert (params["model_used.device"], params["model_used.dtype"]) == ("cpu", "float32")
+    assert params["model_used.quantization"] == "none"
     assert params["hparams.ess"] == "1000000.0" and params["lora.r"] == "8"
     for key in (
         "accuracy",
@@ -219,7 +226,7 @@ def test_embedded_preset_scales_every_builtin_lr_alike():
     from bayeslora.bench.config import EMBEDDED_LR_SCALE
     from bayeslora.methods.registry import get_method
 
-    names = ["adamw", "ivon", "mcdropout", "laplace", "swa", "swag", "ensemble"]
+    names = ["adamw", "ivon", "mcdropout", "laplace", "swa", "swag", "ensemble", "temperature"]
     cfg = _resolve("--methods", ",".join(n + "+temperature" if n == "adamw" else n for n in names))
     for name in names:
         key = name + "+temperature" if name == "adamw" else name
@@ -227,6 +234,7 @@ def test_embedded_preset_scales_every_builtin_lr_alike():
         assert cfg.hparams[key]["lr"] == pytest.approx(paper.lr * EMBEDDED_LR_SCALE), name
         if hasattr(paper, "swa_lr"):
             assert cfg.hparams[key]["swa_lr"] == pytest.approx(paper.swa_lr * EMBEDDED_LR_SCALE)
+    assert "pretrained" not in _resolve("--methods", "pretrained").hparams  # nothing to scale
 
 
 def test_flags_and_config_file_override_the_preset(tmp_path):
@@ -324,3 +332,27 @@ def test_unknown_scoring_settings_fail_before_anything_loads(capsys, tmp_path):
         BenchConfig(length_norm="chars")
     with pytest.raises(ValueError, match="scoring must be one of"):
         BenchConfig(scoring="cloze")
+
+
+def test_explain_prints_what_produced_a_stored_result(bench_run, capsys):
+    import mlflow
+
+    _, out = bench_run
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["bayeslora"], output_format="list")
+    ivon = next(r for r in runs if r.data.tags.get("bayeslora.mode") == "ivon")
+    capsys.readouterr()
+    assert main(["--explain", ivon.info.run_id, "--output-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"run {ivon.info.run_id} ({ivon.info.run_name}): FINISHED")
+    for heading in ("metrics", "harness", "libraries", "model as loaded", "model weights", "data"):
+        assert f"\n{heading}\n" in text, heading
+    for name in ("nll", "harness.sources", "versions.torch", "model_used.dtype", "threads.cores"):
+        assert f"  {name} " in text, name
+    assert ivon.data.params["cell.data.eval_examples"] in text
+    assert f"  cell.key                         {ivon.data.tags['bayeslora.cell']}" in text
+
+    assert main(["--explain", "no-such-run", "--output-dir", str(out)]) == 2
+    assert "run 'no-such-run' is not in the MLflow store" in capsys.readouterr().err
+    assert main(["--explain", "x", "--output-dir", str(out / "nowhere")]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err

@@ -178,3 +178,51 @@ def test_sigterm_ends_the_runs_in_flight_as_killed(tmp_path):
     (parent,) = [r for r in runs if r.data.tags["bayeslora.kind"] == "bench"]
     assert parent.info.status == "KILLED"
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def _all_runs(out_dir) -> list:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{out_dir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["bayeslora"], output_format="list")
+
+
+def test_runs_of_a_process_killed_outright_are_marked_failed_by_the_next(tmp_path):
+    process = _start(tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("bench-*/results.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # no handler runs: its open runs stay RUNNING
+    process.wait()
+    left_running = [r for r in _all_runs(tmp_path) if r.info.status == "RUNNING"]
+    assert any(r.data.tags["bayeslora.kind"] == "bench" for r in left_running)
+
+    again = bench_subprocess([*ARGS, "--output-dir", str(tmp_path)], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"marked {len(left_running)} run(s) FAILED whose process on this host died" in (
+        again.stderr
+    )
+    runs = {r.info.run_id: r for r in _all_runs(tmp_path)}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    for run in left_running:
+        after = runs[run.info.run_id]
+        assert after.info.status == "FAILED"
+        assert after.data.tags["bayeslora.error"].startswith(f"process died: pid {process.pid}")
+
+
+def test_two_benches_started_together_share_the_cells_without_doing_one_twice(tmp_path):
+    first, second = (_start(tmp_path, stderr=subprocess.PIPE) for _ in range(2))
+    errs = [p.communicate(timeout=600)[1] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], [e[-3000:] for e in errs]
+
+    runs = _finished_runs(tmp_path)
+    per_cell_mode = [(r.data.tags["bayeslora.cell"], r.data.tags["bayeslora.mode"]) for r in runs]
+    assert len(per_cell_mode) == len(set(per_cell_mode)) == MODES  # no cell done twice
+    run_dirs = sorted(tmp_path.glob("bench-*"))
+    assert len(run_dirs) == 2  # one each, even when started in the same second
+    tables = [{(r["mode"], r["seed"]): r["metrics"] for r in _rows_of(d)} for d in run_dirs]
+    assert tables[0] == tables[1] and len(tables[0]) == MODES  # both report every cell
+
+
+def _rows_of(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]

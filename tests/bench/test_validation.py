@@ -45,6 +45,8 @@ BAD = [
     (["--lora-alpha", "0"], "LoRA alpha"),
     (["--lora-targets", "q_proj,q_proj"], "without repeats"),
     (["--max-length", "0"], "max_length must be >= 2"),
+    (["--truncation-side", "right"], "truncation_side must be 'left'"),
+    (["--lora-targets", "q_proj,foo_proj"], "foo_proj match(es) no module of tiny-random-llama"),
     (["--tune", "--storage", "postgresql://u:SECRET@127.0.0.1:1/db"], "postgresql://u:***@"),
     (["--source", "jsonl"], "needs --jsonl-train"),
     (["--source", "jsonl", "--jsonl-train", "/no/such.jsonl"], "does not exist"),

@@ -75,3 +75,48 @@ def test_mc_samples_run_several_passes_per_step(toy_classifier, toy_train, monke
         )
         method.fit(clf, toy_train)
     assert len(calls) == 6
+
+
+def test_a_non_finite_hessian_stops_the_fit_naming_the_step(toy_classifier, toy_train, monkeypatch):
+    from bayeslora.optim import IVON as IVONOptimizer
+    from bayeslora.training.loop import DivergedError
+
+    update = IVONOptimizer._update_group
+
+    def update_then_break(self, group):  # what an overflowing Hessian estimate leaves
+        update(self, group)
+        if group["step"] == 2:
+            self.state[group["params"][0]]["hess"].view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(IVONOptimizer, "_update_group", update_then_break)
+    method = IVON(train=TrainSettings(steps=4, batch_size=4, progress=False))
+    with toy_classifier() as clf, pytest.raises(DivergedError) as raised:
+        method.fit(clf, toy_train)
+    assert "IVON Hessian estimate became inf at step 2 (1 of" in str(raised.value)
+
+
+def test_per_task_defaults_come_from_the_method_or_the_task_and_a_gap_is_noticed():
+    import dataclasses
+
+    from bayeslora.methods.adamw import AdamW
+    from bayeslora.tasks.registry import get_task, register_task, unregister_task
+
+    bare = dataclasses.replace(get_task("arc_easy"), name="plugin_task", method_defaults={})
+    declared = dataclasses.replace(
+        bare, name="plugin_task_2", method_defaults={"ivon": {"ess": 1e7, "hess_init": 3e-4}}
+    )
+    register_task(bare)
+    register_task(declared)
+    try:
+        notice = IVON.defaults_notice("plugin_task")
+        assert notice.startswith("ivon has no per-task defaults for plugin_task")
+        assert "'ess': 1000000.0" in notice and "--hp ivon.NAME=VALUE" in notice
+        assert IVON.make_config("plugin_task").ess == 1e6  # the Config's, said out loud
+        config = IVON.make_config("plugin_task_2", {"hess_init": "1e-4"})
+        assert (config.ess, config.hess_init) == (1e7, 1e-4)  # the task's, under overrides
+        assert IVON.defaults_notice("plugin_task_2") is None
+        assert IVON.defaults_notice("winogrande_m") is None
+        assert AdamW.defaults_notice("plugin_task") is None  # no per-task defaults at all
+    finally:
+        unregister_task("plugin_task")
+        unregister_task("plugin_task_2")

@@ -119,3 +119,81 @@ def test_two_distributions_claiming_one_name_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_entry_points_read", False)
     with pytest.raises(RegistryError, match="declared twice"):
         available_methods()
+
+
+BROKEN_CLASSES = {
+    "plain-dataclass-config": (
+        "from dataclasses import dataclass\n"
+        "@dataclass\nclass Cfg:\n    lr: float = 1e-3\n"
+        "class Bad(Base):\n    Config = Cfg\n",
+        "must be a dataclass subclassing bayeslora.methods.MethodConfig",
+    ),
+    "field-without-default": (
+        "from dataclasses import dataclass\nfrom bayeslora.methods import MethodConfig\n"
+        "@dataclass\nclass Cfg(MethodConfig):\n    lr: float\n"
+        "class Bad(Base):\n    Config = Cfg\n",
+        "every Config field needs a default; ['lr'] have none",
+    ),
+    "no-predict-proba": (
+        "from bayeslora.methods import Method\n"
+        "class Bad(Method):\n    def fit(self, model, train, val=None):\n        pass\n",
+        "it does not implement ['predict_proba']",
+    ),
+    "duplicate-modes": (
+        "class Bad(Base):\n    def prediction_modes(self):\n        return ('x', 'x')\n",
+        "prediction_modes() must declare distinct names, got ['x', 'x']",
+    ),
+    "stray-learning-rate": (
+        "from dataclasses import dataclass\nfrom bayeslora.methods.adamw import AdamWConfig\n"
+        "@dataclass\nclass Cfg(AdamWConfig):\n    learning_rates = ('lr', 'step_size')\n"
+        "class Bad(Base):\n    Config = Cfg\n",
+        "Config.learning_rates names ['step_size'], which are not Config fields",
+    ),
+}
+BASE = "from bayeslora.methods.adamw import AdamW as Base\n"
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CLASSES))
+def test_a_broken_plugin_class_is_named_with_what_to_fix(case, tmp_path, monkeypatch):
+    code, message = BROKEN_CLASSES[case]
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_fake_distribution(site, "badplugin", BASE + code, {"bad": "badplugin_pkg:Bad"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(registry, "_entries", {})
+    monkeypatch.setattr(registry, "_entry_points_read", False)
+    monkeypatch.delitem(__import__("sys").modules, "badplugin_pkg", raising=False)
+    with pytest.raises(RegistryError) as err:
+        get_method("bad")
+    assert "method 'bad' (plugin badplugin 1.2.3, badplugin_pkg:Bad) cannot be used" in str(
+        err.value
+    )
+    assert message in str(err.value)
+
+
+def test_list_methods_with_two_plugins_claiming_a_name_is_a_clear_error(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    _install_fake_distribution(site, "one", PLUGIN_CODE, {"twin": "one_pkg:Plain"})
+    _install_fake_distribution(site, "two", PLUGIN_CODE, {"twin": "two_pkg:Plain"})
+    listing = bench_subprocess(["--list-methods"], tmp_path, pythonpath=site)
+    assert listing.returncode == 2
+    assert "Traceback" not in listing.stderr
+    assert "method name 'twin' is declared twice" in listing.stderr
+    assert "uninstall one of them" in listing.stderr
+
+
+def test_config_values_convert_to_their_annotated_type():
+    from dataclasses import dataclass
+
+    from bayeslora.methods import MethodConfig
+
+    @dataclass
+    class Cfg(MethodConfig):
+        scale: float | None = None
+        steps: int = 3
+
+    assert Cfg.from_dict({"scale": "0.5", "steps": "7"}) == Cfg(scale=0.5, steps=7)
+    assert Cfg.from_dict({"scale": "none"}).scale is None
+    with pytest.raises(ValueError, match="expected float"):
+        Cfg.from_dict({"scale": "big"})

@@ -70,6 +70,10 @@ def test_quantized_lora_still_trains_after_an_eval_forward(
             p for p in clf.lora_parameters() if p.grad is not None and p.grad.abs().sum() > 0
         ]
         assert len(with_grad) == len(clf.lora_parameters()) > 0
+    # what a run logs as used is read from the model: bitsandbytes' quantization
+    settings = ModelSettings(name=str(tmp_path), quantization=quantization, device="cpu")
+    assert loading.loaded_as(model)["quantization"] == settings.quantization.value
+    loading.check_loaded_as(settings, loading.loaded_as(model))
 
 
 @pytest.mark.parametrize(
@@ -87,6 +91,25 @@ def test_attention_is_chosen_per_dtype_and_device(dtype, device, asked, expected
     )
     assert loading.attn_implementation_for(settings) == expected
     assert load_causal_lm(settings).config._attn_implementation == (expected or "sdpa")
+
+
+def test_what_was_used_is_read_from_the_model_and_checked_against_what_was_asked():
+    settings = ModelSettings(name="tiny-random-llama", dtype="bfloat16")
+    used = loading.loaded_as(load_causal_lm(settings))
+    assert used == {
+        "device": "cpu",
+        "dtype": "bfloat16",
+        "attn_implementation": "eager",  # chosen for bf16 on a CPU
+        "quantization": "none",
+    }
+    loading.check_loaded_as(settings, used)
+    # a loader that ignored a setting stops the run instead of logging the wish
+    for ignored in ({"dtype": "float32"}, {"quantization": "none"}):
+        asked = ModelSettings(name="tiny-random-llama", dtype="bfloat16")
+        if "quantization" in ignored:
+            asked.quantization = loading.Quantization.INT8
+        with pytest.raises(ValueError, match="ignored the setting"):
+            loading.check_loaded_as(asked, {**used, **ignored})
 
 
 def test_bf16_base_trains_fp32_lora_weights(tiny_model):
