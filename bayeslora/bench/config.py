@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ class BenchConfig:
         store is touched: a ValueError naming the setting and the fix. (Method
         hyperparameters are checked by each method's Config: ``bench.runner.check_methods``;
         servers and files by ``bench.runner.preflight``.)"""
+        self._check_types()
         check_threads(self.threads)
         # the settings objects check their own fields (one rule, one place)
         self.encoding()  # scoring, length normalisation, max length, truncation side
@@ -197,12 +200,51 @@ class BenchConfig:
             progress=self.progress,
         )
 
+    def _check_types(self) -> None:
+        """Each field holds a value of its annotated type (a config file or a caller may
+        give anything); an int where a float is expected becomes that float."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            setattr(self, f.name, _typed(f.name, value, hints[f.name]))
+
     def to_dict(self) -> dict[str, Any]:
         """Every setting, as logged: passwords in the storage and tracking URLs masked."""
         values = dataclasses.asdict(self)
         for name in ("storage", "tracking_uri"):
             values[name] = mask_url(values[name])
         return values
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint`` (str, int, float, bool, X | None, list[X], dict[...]),
+    or a ValueError naming the setting, what it must be and what it got."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _typed(name, value, hint)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"setting {name} must be a list, got {value!r}")
+        return [_typed(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"setting {name} must be a mapping with string keys, got {value!r}")
+        return {k: _typed(f"{name}.{k}", v, args[1]) for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ValueError(
+            f"setting {name} must be {_KIND_NAMES.get(hint, hint.__name__)}, got {value!r}"
+        )
+    return value
+
+
+_KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 
 # Presets: layers of settings that go under the config file and the flags (which win).
@@ -293,13 +335,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text ({err})") from None
     if path.suffix == ".json":
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
     else:
         import yaml
 
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise ValueError(
             f"config file {path} must hold a mapping of settings, got {type(values).__name__}"
@@ -309,6 +360,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"config file {path}: unknown setting(s) {sorted(unknown)}; known: {sorted(field_names())}"
         )
+    if "hparams" in values:  # merged with the presets' before the config is built
+        try:
+            values["hparams"] = _typed("hparams", values["hparams"], dict[str, dict[str, Any]])
+        except ValueError as err:
+            raise ValueError(f"config file {path}: {err}") from None
     return values
 
 

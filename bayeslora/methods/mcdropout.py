@@ -31,8 +31,8 @@ class MCDropoutConfig(AdamWConfig):
 
     ``test_samples`` (10): stochastic passes averaged per prediction, the sample count of
     the MC-dropout baselines in Laplace-LoRA (Yang et al. 2024) and BLoB (Wang et al. 2024)
-    (their baseline descriptions); also what the IVON method here averages, so the sampling
-    methods get the same test-time compute. SWAG-LoRA's dropout evaluation uses 15.
+    (their baseline descriptions), and IVON's own default (the embedded preset lowers IVON's
+    to 4 for time; README). SWAG-LoRA's dropout evaluation uses 15.
     The dropout rate is not a field here: it is the harness's LoRA setting
     (``--lora-dropout``, default 0.1, the LoRA rate of the IVON-LoRA and Laplace-LoRA papers).
     """

@@ -5,7 +5,8 @@ from one of three sources and returns :class:`TaskSplits` (train and eval
 :class:`Example` lists plus an ``info`` dict to record). Module map:
 
   spec.py           the data model (Example, TaskSpec, TaskSplits, source descriptions)
-  registry.py       the six tasks; get_task / list_tasks
+  registry.py       the six built-in tasks and task plugins (entry points
+                    "bayeslora.tasks", register_task); get_task / list_tasks
   scoring.py        the two scoring protocols (letters, choices) and length normalisation
   prompts.py        the named prompt templates (Laplace-LoRA's lettered formats, and the
                     cloze templates of lm-evaluation-harness) and where they come from
@@ -41,7 +42,15 @@ from bayeslora.tasks.answer_tokens import answer_token_ids
 from bayeslora.tasks.load import SOURCES, load_task
 from bayeslora.tasks.names import UnknownNameError
 from bayeslora.tasks.prompts import TEMPLATES, get_template, render
-from bayeslora.tasks.registry import TASKS, get_task, list_tasks
+from bayeslora.tasks.registry import (
+    TASKS,
+    TaskRegistryError,
+    available_tasks,
+    get_task,
+    list_tasks,
+    register_task,
+    unregister_task,
+)
 from bayeslora.tasks.spec import (
     Example,
     FixedSplit,
@@ -61,13 +70,17 @@ __all__ = [
     "HubSource",
     "PackagedSource",
     "RecordFormat",
+    "TaskRegistryError",
     "TaskSpec",
     "TaskSplits",
     "UnknownNameError",
     "answer_token_ids",
+    "available_tasks",
     "get_task",
     "get_template",
     "list_tasks",
     "load_task",
+    "register_task",
     "render",
+    "unregister_task",
 ]

@@ -146,3 +146,69 @@ def test_fuzzed_jsonl_records_raise_only_format_errors(tmp_path_factory, record)
         read_jsonl(path)
     except JsonlFormatError:
         pass
+
+
+CONFIG_KEYS = [
+    "steps", "batch_size", "seeds", "methods", "tasks", "lora_rank", "lora_dropout",
+    "val_fraction", "eval_every", "max_length", "hparams", "model", "dtype", "limit_eval",
+    "scoring", "threads", "n_trials", "source", "not_a_setting",
+]  # fmt: skip
+CONFIG_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.floats() | st.text(max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["ivon", "adamw", "ess", "lr", "x"]), children, max_size=2
+        )
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.dictionaries(st.sampled_from(CONFIG_KEYS), CONFIG_VALUES, max_size=4),
+    st.sampled_from([".json", ".yaml"]),
+)
+def test_fuzzed_config_files_raise_only_named_errors(tmp_path_factory, values, suffix):
+    path = tmp_path_factory.mktemp("cfg") / f"bench{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(values))
+    else:
+        import yaml
+
+        path.write_text(yaml.safe_dump(values))
+    args = build_parser().parse_args(["--model", "tiny-random-llama", "--config", str(path)])
+    try:
+        cfg = resolve_config(args)
+        from bayeslora.bench.runner import check_methods
+
+        check_methods(cfg)
+    except NAMED:
+        pass
+
+
+BAD_CONFIG_FILES = [
+    ("bench.yaml", b"steps: [1, 2\n", "is not valid YAML"),
+    ("bench.json", b'{"steps": 3,}', "is not valid JSON"),
+    ("bench.yaml", b"\xff\xfe\x00", "is not UTF-8 text"),
+    ("bench.yaml", b"steps: abc\n", "setting steps must be a whole number, got 'abc'"),
+    ("bench.yaml", b"steps: true\n", "setting steps must be a whole number, got True"),
+    ("bench.yaml", b"methods: [adamw, null]\n", "setting methods[1] must be a string, got None"),
+    ("bench.yaml", b"hparams: 1\n", "hparams must be a mapping with string keys, got 1"),
+    ("bench.yaml", b"hparams: {ivon: 3}\n", "hparams.ivon must be a mapping"),
+    ("bench.yaml", b"- steps\n", "must hold a mapping of settings"),
+    ("bench.yaml", b"stepz: 3\n", "unknown setting(s) ['stepz']"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_CONFIG_FILES)
+def test_bad_config_files_exit_2_naming_the_problem(name, content, message, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    out = tmp_path / "out"
+    rc = main(["--model", "tiny-random-llama", "--config", str(path), "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err
+    assert "Traceback" not in err and not out.exists()
