@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bayeslora.methods.registry import get_method, split_method_name
 from bayeslora.models.classifier import LoraSettings
@@ -112,6 +113,8 @@ class BenchConfig:
         self.model_settings()  # model name or path, dtype, quantization, device
         self._check_lists()
         self._check_numbers()
+        for option, url in (("--storage", self.storage), ("--tracking-uri", self.tracking_uri)):
+            _check_url_syntax(option, url)
         if self.source not in SOURCES:
             raise ValueError(f"--source must be one of {list(SOURCES)}, got {self.source!r}")
         if self.source == "jsonl":
@@ -214,6 +217,15 @@ class BenchConfig:
         for name in ("storage", "tracking_uri"):
             values[name] = mask_url(values[name])
         return values
+
+
+def _check_url_syntax(option: str, url: str | None) -> None:
+    """A URL whose port is not a number fails here, not later inside a library."""
+    if url and "://" in url:
+        try:
+            _ = urlsplit(url).port  # parses the port
+        except ValueError as err:
+            raise ValueError(f"{option} {mask_url(url)}: {err}") from None
 
 
 def _typed(name: str, value: Any, hint: Any) -> Any:

@@ -277,7 +277,8 @@ def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
             f"without ending them: {', '.join(orphans)}",
             file=sys.stderr,
         )
-    # Threads change speed, not results: logged with every run, not part of a cell's key.
+    # Threads change speed, and results only by float32 rounding (about 1e-7): logged with
+    # every run, not part of a cell's key.
     threads = {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
     common = {
         "config": cfg.to_dict(),

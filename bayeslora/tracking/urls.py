@@ -7,23 +7,44 @@ One place for both, since both read the same URLs (``--tracking-uri``, ``--stora
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 MASK = "***"
 REACH_TIMEOUT_S = 3.0  # MLflow's own client retries for minutes before it gives up
 
 
+# Query parameters that carry a secret (SQLAlchemy passes ?password=... to the driver).
+SECRET_QUERY_KEYS = frozenset(
+    {"password", "passwd", "pwd", "token", "access_token", "secret", "api_key", "apikey"}
+)
+
+
 def mask_url(url: str | None) -> str | None:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
-    if not url or "@" not in url or "://" not in url:
+    """``url`` with the password of its ``user:password@`` part, and the values of its
+    secret query parameters (``?password=``, ``?token=``, ...), replaced by ``***``. The rest
+    is kept as written (no parsing of hosts or ports, so a malformed URL is masked too)."""
+    if not url or "://" not in url:
         return url
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in SECRET_QUERY_KEYS for k, _ in pairs):
+            masked = [(k, MASK if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+            query = urlencode(masked, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
+    # by hand: urlunsplit drops the empty netloc of sqlite:///path
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def check_connects(host: str, port: int, what: str, fix: str, timeout: float = REACH_TIMEOUT_S):

@@ -78,7 +78,7 @@ def check_storage(spec: str | None, what: str = "--storage") -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    from bayeslora.tracking.urls import check_connects
+    from bayeslora.tracking.urls import check_connects, mask_url
 
     try:
         url = make_url(spec)
@@ -89,7 +89,7 @@ def check_storage(spec: str | None, what: str = "--storage") -> None:
         raise ValueError(f"{what} {describe_storage(spec, '.')}: {err}") from None
     except ImportError as err:
         raise ValueError(
-            f"{what} {url.render_as_string(hide_password=True)} needs the database "
+            f"{what} {mask_url(spec)} needs the database "
             f"driver module '{err.name or err}'; install the package that provides it "
             "(postgresql: pip install 'psycopg[binary]', or psycopg2-binary with "
             "postgresql+psycopg2://; MySQL: pip install pymysql with mysql+pymysql://)"
@@ -98,7 +98,7 @@ def check_storage(spec: str | None, what: str = "--storage") -> None:
         check_connects(
             url.host,
             url.port or _DEFAULT_PORTS.get(url.get_backend_name(), 0),
-            f"{what} {url.render_as_string(hide_password=True)}: the database server",
+            f"{what} {mask_url(spec)}: the database server",
             "start it or fix the URL",
         )
 
@@ -110,9 +110,9 @@ def describe_storage(spec: str | None, output_dir: str | Path) -> str:
     """The storage for logs and MLflow, with any password hidden."""
     spec = spec or default_storage(output_dir)
     if storage_kind(spec) == "database":
-        from sqlalchemy.engine import make_url
+        from bayeslora.tracking.urls import mask_url
 
-        return make_url(spec).render_as_string(hide_password=True)
+        return mask_url(spec)
     return str(Path(spec).resolve())
 
 

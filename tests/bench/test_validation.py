@@ -48,6 +48,10 @@ BAD = [
     (["--truncation-side", "right"], "truncation_side must be 'left'"),
     (["--lora-targets", "q_proj,foo_proj"], "foo_proj match(es) no module of tiny-random-llama"),
     (["--tune", "--storage", "postgresql://u:SECRET@127.0.0.1:1/db"], "postgresql://u:***@"),
+    (
+        ["--storage", "postgresql://u:SECRET@h:abc/db"],
+        "--storage postgresql://u:***@h:abc/db: Port",
+    ),
     (["--source", "jsonl"], "needs --jsonl-train"),
     (["--source", "jsonl", "--jsonl-train", "/no/such.jsonl"], "does not exist"),
 ]
