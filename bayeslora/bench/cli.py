@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -379,15 +380,22 @@ def _list(args) -> None:
 
 
 def _explain(args) -> int:
+    """--explain RUN_ID, from the store of --tracking-uri or --output-dir (flags, then the
+    --config file, then the defaults)."""
     from bayeslora.bench.explain import explain
-    from bayeslora.tracking.mlflow_tracker import default_tracking_uri
+    from bayeslora.tracking.mlflow_tracker import HTTP_RETRY_DEFAULTS, default_tracking_uri
+    from bayeslora.tracking.urls import check_reachable
 
-    uri = getattr(args, "tracking_uri", None) or default_tracking_uri(
-        getattr(args, "output_dir", _DEFAULTS.output_dir)
-    )
     try:
+        file_layer = load_config_file(args.config) if getattr(args, "config", None) else {}
+        output_dir = getattr(args, "output_dir", file_layer.get("output_dir", _DEFAULTS.output_dir))
+        uri = getattr(args, "tracking_uri", None) or file_layer.get("tracking_uri")
+        uri = uri or default_tracking_uri(output_dir)
+        check_reachable(uri, "--tracking-uri")  # seconds, not MLflow's minutes of retries
+        for name, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         print(explain(args.explain, uri))
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -418,29 +426,45 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(args)
 
     from bayeslora._optional import OptionalDependencyError
+    from bayeslora.bench.prepare import prepare_bench
     from bayeslora.bench.results import format_table
-    from bayeslora.bench.runner import run_bench
+    from bayeslora.bench.runner import BaseModelError, run_prepared
     from bayeslora.methods.registry import RegistryError
     from bayeslora.tracking.mlflow_tracker import TrackingStoreError
 
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
-        cfg = resolve_config(args)
-        tuner = None
-        if cfg.tune or cfg.tune_only:
-            from bayeslora.tuning import Tuner
+        # 1. Check and read everything: bad input is exit 2, before anything is written.
+        try:
+            cfg = resolve_config(args)
+            tuner = None
+            if cfg.tune or cfg.tune_only:
+                from bayeslora.tuning import Tuner
 
-            if cfg.tune_only:  # a worker: trials only, no per-seed runs
-                cfg = dataclasses.replace(cfg, tune=True, seeds=[])
-            tuner = Tuner(cfg)  # checks the tuning settings and search spaces now
-        rows, failures = run_bench(cfg, tune=tuner)
-    except (RegistryError, OptionalDependencyError, ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrackingStoreError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+                if cfg.tune_only:  # a worker: trials only, no per-seed runs
+                    cfg = dataclasses.replace(cfg, tune=True, seeds=[])
+                tuner = Tuner(cfg)  # checks the tuning settings and search spaces now
+            prepared = prepare_bench(cfg)
+        except (
+            RegistryError,
+            OptionalDependencyError,
+            ValueError,
+            FileNotFoundError,
+            KeyError,
+        ) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        # 2. Run. A cell's error is that cell's failure (exit 1); anything else that
+        # escapes is a bug and keeps its traceback.
+        try:
+            rows, failures = run_prepared(prepared, tune=tuner)
+        except BaseModelError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except TrackingStoreError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 3
     except Terminated:
         return 143  # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:

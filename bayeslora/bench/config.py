@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,6 +248,8 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         return {k: _typed(f"{name}.{k}", v, args[1]) for k, v in value.items()}
     if hint is Any:
         return value
+    if hint is str and isinstance(value, os.PathLike):  # output_dir=Path(...) from Python
+        return os.fspath(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):

@@ -99,8 +99,9 @@ def plan_cells(
         "code": code_identity(method_name, method_cls, quantized=cfg.quantization != "none"),
     }
     config = method_cls.make_config(task.name, hparams)
+    notes = tuple(n for n in [method_cls.defaults_notice(task.name, hparams)] if n)
     return [
-        Cell(task.name, method_name, seed, config, lora, cfg.train_settings(seed), context)
+        Cell(task.name, method_name, seed, config, lora, cfg.train_settings(seed), context, notes)
         for seed in cfg.seeds
     ]
 

@@ -14,17 +14,20 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import filelock
 import torch
 
+from bayeslora.bench.claims import Claims
 from bayeslora.bench.comparison import compare_to_baseline, format_comparisons
 from bayeslora.bench.config import BenchConfig
-from bayeslora.bench.plan import PreparedTask, cell_data, plan_cells, prepare_task
+from bayeslora.bench.plan import PreparedTask, cell_data, plan_cells
+from bayeslora.bench.prepare import PreparedBench, check_methods, preflight, prepare_bench
 from bayeslora.bench.results import CellFailure, ResultRow, format_table
 from bayeslora.bench.seed_summary import (
     differences_over_seeds,
@@ -34,26 +37,33 @@ from bayeslora.bench.seed_summary import (
 from bayeslora.bench.store import ResultStore
 from bayeslora.cell import Cell, run_cell
 from bayeslora.cell.identity import harness_identity, library_versions
-from bayeslora.methods.registry import get_method
 from bayeslora.models.identity import model_identity
-from bayeslora.models.loading import (
-    check_loaded_as,
-    check_lora_targets,
-    load_causal_lm,
-    load_tokenizer,
-    loaded_as,
-)
+from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
 from bayeslora.threads import Worker, worker_threads
 from bayeslora.tracking.mlflow_tracker import (
     MlflowTracker,
     TrackingStoreError,
     default_tracking_uri,
+    describe_error,
 )
 from bayeslora.tracking.urls import mask_url
 from bayeslora.training.checkpoint import Checkpointer
 from bayeslora.training.loop import DivergedError
 
+__all__ = [
+    "BaseModelError",
+    "BenchContext",
+    "check_methods",
+    "preflight",
+    "run_bench",
+    "run_prepared",
+]
+
 Result = tuple[ResultRow, torch.Tensor]  # a row and its per-example probabilities
+
+
+class BaseModelError(RuntimeError):
+    """The base model could not be loaded as asked: no cell can run."""
 
 
 @dataclass
@@ -69,79 +79,32 @@ class BenchContext:
     common_params: dict
     worker: Worker | None = None  # this process's thread share (None: not registered)
     loaded_model: object = field(default=None, repr=False)  # None until first used
+    claims: Claims | None = None  # None: no other process to coordinate with (tests)
+    started: float = field(default_factory=time.time)  # unix seconds
+    results_done: int = 0  # result rows written to results.jsonl by this invocation
 
     @property
     def base_model(self):
         if self.loaded_model is None:
             settings = self.cfg.model_settings()
-            model = load_causal_lm(settings)
-            check_loaded_as(settings, loaded_as(model))
+            try:
+                model = load_causal_lm(settings)
+                check_loaded_as(settings, loaded_as(model))
+            except Exception as err:  # every cell needs it: stop rather than fail each
+                raise BaseModelError(
+                    f"the base model {settings.name} could not be loaded as asked: "
+                    f"{describe_error(err)}"
+                ) from err
             self.loaded_model = model
         return self.loaded_model
 
     def checkpoint_dir(self, cell: Cell) -> Path:
         return Path(self.cfg.output_dir) / "checkpoints" / cell.key
 
-    def claim(self, cell: Cell) -> filelock.FileLock:
-        """The lock a bench process holds while it runs ``cell`` (one file per cell key
-        under ``<output-dir>/claims``; the operating system releases it if the process dies)."""
-        path = Path(self.cfg.output_dir) / "claims" / f"{cell.key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(path)
-
     def checkpointer(self, cell: Cell) -> Checkpointer | None:
         if not self.cfg.checkpoint_every:
             return None
         return Checkpointer(self.checkpoint_dir(cell), self.cfg.checkpoint_every)
-
-
-def check_methods(cfg: BenchConfig) -> dict[str, type]:
-    """Resolve every method, its hyperparameters and its prediction modes before anything
-    slow happens."""
-    method_classes = {name: get_method(name) for name in cfg.methods}
-    lora = cfg.lora_settings()
-    for name, cls in method_classes.items():
-        for task in cfg.tasks:  # with each task's defaults under the overrides
-            cls(cls.make_config(task, cfg.hparams.get(name)), train=cfg.train_settings(0)).modes()
-        cls.check_lora(lora)
-    if cfg.quantization != "none":
-        for name, cls in method_classes.items():
-            if not cls.quantized_base:
-                raise ValueError(
-                    f"method '{name}' does not work on a base quantized with --quantization "
-                    f"{cfg.quantization}: {cls.quantized_base_reason}; use --quantization none"
-                )
-    unknown = set(cfg.hparams) - set(method_classes)
-    if unknown:
-        raise ValueError(
-            f"hyperparameters given for method(s) {sorted(unknown)} that are not in --methods {cfg.methods}"
-        )
-    return method_classes
-
-
-def preflight(cfg: BenchConfig) -> None:
-    """What can be checked in seconds and would otherwise fail after loading or training:
-    the tracking server and the optuna storage answer and have their drivers, the jsonl
-    files parse. Raises ValueError (or a subclass) naming the problem."""
-    from bayeslora.tracking.urls import check_reachable
-
-    uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        check_reachable(uri, "--tracking-uri")
-        if "://" in uri and not uri.startswith(("http", "file", "sqlite", "databricks")):
-            from bayeslora.tuning.storage import check_storage
-
-            check_storage(uri, "--tracking-uri")  # an SQLAlchemy URL: its driver must be there
-    if cfg.tune or cfg.tune_only:
-        from bayeslora.tuning.storage import check_storage
-
-        check_storage(cfg.storage)
-    if cfg.source == "jsonl":
-        from bayeslora.tasks.jsonl import read_jsonl
-
-        for path in (cfg.jsonl_train, cfg.jsonl_eval):
-            if path:
-                read_jsonl(path)
 
 
 def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[CellFailure]]:
@@ -150,108 +113,118 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[CellFa
     ``tune(ctx, task, method_cls) -> (hparams, lora_settings)``, if given, is called once
     per (method, task) while planning; its values become part of the cells' keys.
     """
-    method_classes = check_methods(cfg)
-    preflight(cfg)
-    with worker_threads(cfg.threads) as worker:
-        return _run(cfg, tune, method_classes, worker)
+    return run_prepared(prepare_bench(cfg), tune)
 
 
-def _run(cfg, tune, method_classes, worker) -> tuple[list[ResultRow], list[CellFailure]]:
-    ctx, stamp = _open(cfg, worker)
-    failures: list[CellFailure] = []
-    with ctx.tracker.run(
-        f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}
-    ):
-        tasks = {name: prepare_task(cfg, ctx.tokenizer, name) for name in cfg.tasks}
-        cells = _plan(ctx, tasks, method_classes, tune, failures)
-        stored = {} if cfg.force else {cell.key: ctx.store.finished(cell) for cell in cells}
-        todo = [c for c in cells if _missing_modes(c, stored.get(c.key, {}))]
+def run_prepared(prepared: PreparedBench, tune=None) -> tuple[list[ResultRow], list[CellFailure]]:
+    """:func:`run_bench` on what :func:`~bayeslora.bench.prepare.prepare_bench` checked and read."""
+    with worker_threads(prepared.cfg.threads) as worker:
+        ctx, stamp = _open(prepared, worker)
+        with _store_guard(ctx, "the bench run was being closed"):
+            with ctx.tracker.run(
+                f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}
+            ):
+                return _run(ctx, prepared, tune)
+
+
+def _run(ctx, prepared: PreparedBench, tune) -> tuple[list[ResultRow], list[CellFailure]]:
+    tasks, failures = prepared.tasks, []
+    cells = _plan(ctx, tasks, prepared.method_classes, tune, failures)
+    with _store_guard(ctx, "finished cells were being looked up"):
+        stored = {} if ctx.cfg.force else {cell.key: ctx.store.finished(cell) for cell in cells}
+    todo = [c for c in cells if _missing_modes(c, stored.get(c.key, {}))]
+    print(
+        f"bayeslora: {len(cells)} cell(s): {len(cells) - len(todo)} finished earlier "
+        f"(reused from the store), {len(todo)} to run",
+        file=sys.stderr,
+    )
+    results: dict[str, list[Result]] = {}
+    try:
+        _run_cells(ctx, tasks, cells, stored, results, failures)
+    except KeyboardInterrupt:
         print(
-            f"bayeslora: {len(cells)} cell(s): {len(cells) - len(todo)} finished earlier "
-            f"(reused from the store), {len(todo)} to run",
+            f"\nbayeslora: interrupted; {ctx.results_done} finished result(s) are in "
+            f"{ctx.run_dir / 'results.jsonl'} and MLflow; run the same command again to "
+            "continue",
             file=sys.stderr,
         )
-        results: dict[str, list[Result]] = {}
-        try:
-            _run_cells(ctx, tasks, cells, stored, results, failures)
-        except KeyboardInterrupt:
-            done = sum(len(r) for r in results.values())
-            print(
-                f"\nbayeslora: interrupted; {done} finished result(s) are in "
-                f"{ctx.run_dir / 'results.jsonl'} and MLflow; run the same command again to "
-                "continue",
-                file=sys.stderr,
-            )
-            raise
-        rows = _report(ctx, tasks, cells, results, failures, method_classes)
+        raise
+    rows = _report(ctx, tasks, cells, results, failures)
     return rows, failures
 
 
 def _run_cells(ctx, tasks, cells, stored, results, failures) -> None:
-    """Each cell in plan order, claimed first: a cell that another bench process sharing
-    the output directory is running is left for last, then waited for and reused (or run,
-    if that process failed), so that no cell runs twice."""
+    """Each cell in plan order, claimed first: a cell that another bench process on this
+    machine is running for the same store is left for last, then waited for and reused
+    (or run, if that process failed), so that no cell runs twice."""
     waiting = []
     for cell in cells:
-        if not _missing_modes(cell, stored.get(cell.key, {})):
-            _attempt(ctx, tasks[cell.task], cell, stored[cell.key], results, failures)
+        task = tasks[cell.task]
+        if not _missing_modes(cell, stored.get(cell.key, {})) or ctx.claims is None:
+            _attempt(ctx, task, cell, results, failures, stored.get(cell.key, {}))
             continue
-        claim = ctx.claim(cell)
-        try:
-            claim.acquire(timeout=0)
-        except filelock.Timeout:
-            waiting.append((cell, claim))
+        claim = ctx.claims.try_claim(cell.key)
+        if claim is None:
+            waiting.append(cell)
             continue
         try:  # held until the cell's results are stored (or it failed)
-            _attempt(ctx, tasks[cell.task], cell, _finished(ctx, cell), results, failures)
+            _attempt(ctx, task, cell, results, failures)
         finally:
             claim.release()
-    for cell, claim in waiting:
-        print(
-            f"bayeslora: waiting for {cell.label}: another bench process runs it", file=sys.stderr
-        )
-        with claim:
-            _attempt(ctx, tasks[cell.task], cell, _finished(ctx, cell), results, failures)
+    for cell in waiting:
+        with ctx.claims.wait_for(cell.key, cell.label):
+            _attempt(ctx, tasks[cell.task], cell, results, failures)
 
 
-def _finished(ctx, cell: Cell) -> dict:
-    """The cell's stored results as of now (another process may have added some)."""
-    return {} if ctx.cfg.force else ctx.store.finished(cell)
+def _attempt(ctx, task, cell: Cell, results, failures, stored: dict | None = None) -> None:
+    """Complete one cell (``stored``: its finished runs, or None to look them up now, as
+    another process may have added some). An error is recorded as the cell's failure and
+    the next cell goes on, unless the store stopped answering or the base model cannot
+    load: then no other cell could finish either."""
+    with _store_guard(ctx, f"{cell.label} was being recorded"):
+        try:
+            if stored is None:
+                # under --force, only what another process finished during this run counts
+                since = ctx.started if ctx.cfg.force else None
+                stored = ctx.store.finished(cell, since=since)
+            results[cell.key] = _complete_cell(ctx, task, cell, stored)
+        except (KeyboardInterrupt, BaseModelError, TrackingStoreError):
+            raise
+        except Exception as err:  # one broken cell must not cost the others
+            if not ctx.tracker.answers():
+                raise
+            failures.append(CellFailure(cell.method, cell.task, cell.seed, describe_error(err)))
+            if isinstance(err, DivergedError):  # the method's numbers, not the code, failed
+                print(f"bayeslora: {cell.label} failed: {describe_error(err)}", file=sys.stderr)
+            else:
+                traceback.print_exc()
+            ctx.store.record_failure(cell, err, task.info)
 
 
-def _attempt(ctx, task, cell: Cell, stored: dict, results, failures) -> None:
-    """Complete one cell; an error is recorded as its failure and the next cell goes on,
-    unless the tracking store itself stopped answering (then nothing more can be stored)."""
+@contextmanager
+def _store_guard(ctx, doing: str):
+    """Turn a failure while the tracking store does not answer into a TrackingStoreError
+    that says what was going on and that nothing finished is lost."""
     try:
-        results[cell.key] = _complete_cell(ctx, task, cell, stored)
-    except KeyboardInterrupt:
+        yield
+    except (KeyboardInterrupt, TrackingStoreError, BaseModelError):
         raise
-    except Exception as err:  # one broken cell must not cost the others
-        if not ctx.tracker.answers():
-            raise TrackingStoreError(
-                f"the tracking store {mask_url(ctx.tracker.tracking_uri)} stopped answering "
-                f"while {cell.label} was being recorded ({type(err).__name__}: {err}); the "
-                f"{sum(len(r) for r in results.values())} result(s) finished before it are in "
-                f"the store and in {ctx.run_dir / 'results.jsonl'}. Start the store again and "
-                "run the same command: finished cells are reused, the rest run"
-            ) from err
-        failures.append(CellFailure(cell.method, cell.task, cell.seed, _reason(err)))
-        if isinstance(err, DivergedError):  # the method's numbers, not the code, failed
-            print(f"bayeslora: {cell.label} failed: {_reason(err)}", file=sys.stderr)
-        else:
-            traceback.print_exc()
-        ctx.store.record_failure(cell, err, task.info)
+    except Exception as err:
+        if ctx.tracker.answers():
+            raise
+        raise TrackingStoreError(
+            f"the tracking store {mask_url(ctx.tracker.tracking_uri)} stopped answering while "
+            f"{doing} ({describe_error(err)}); the {ctx.results_done} result(s) that finished "
+            f"before are in the store and in {ctx.run_dir / 'results.jsonl'}. Start the store "
+            "again and run the same command: finished cells are reused, the rest run"
+        ) from err
 
 
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
-
-
-def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
+def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
+    """The run directory, the tracking store (orphaned runs marked FAILED) and the context."""
+    cfg = prepared.cfg
     output_dir = Path(cfg.output_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    tokenizer = _tokenizer(cfg)  # before the store: a model that is not there fails first
-    check_lora_targets(cfg.lora_settings().target_modules, cfg.model_settings())
     output_dir.mkdir(parents=True, exist_ok=True)
     run_dir = output_dir / f"bench-{stamp}"
     try:  # atomic: of two processes started in the same second, one gets the plain name
@@ -287,20 +260,11 @@ def _open(cfg: BenchConfig, worker: Worker) -> tuple[BenchContext, str]:
         "threads": threads,
     }
     store = ResultStore(tracker, common, cfg.save_adapters)
-    return BenchContext(cfg, tracker, store, run_dir, tokenizer, common, worker), stamp
-
-
-def _tokenizer(cfg: BenchConfig):
-    """The model's tokenizer; a model that cannot be found is a ValueError saying where
-    it was looked for (the hub client's own errors do not)."""
-    try:
-        return load_tokenizer(cfg.model_settings())
-    except (OSError, ValueError) as err:  # HFValidationError is a ValueError, the rest OSError
-        raise ValueError(
-            f"--model {cfg.model!r} could not be loaded: not a packaged model, not a local "
-            f"directory, and not found on the Hugging Face hub or in its cache ({err}); "
-            "check the name, or give a local directory"
-        ) from None
+    claims = Claims(tracker.tracking_uri, cfg.experiment)
+    ctx = BenchContext(
+        cfg, tracker, store, run_dir, prepared.tokenizer, common, worker, claims=claims
+    )
+    return ctx, stamp
 
 
 def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
@@ -314,7 +278,7 @@ def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
                 try:
                     hparams, lora = tune(ctx, task, method_cls)
                 except Exception as err:  # no tuned values: this method's seeds would mean nothing
-                    failure = CellFailure(name, task.name, None, _reason(err))
+                    failure = CellFailure(name, task.name, None, describe_error(err))
                     label = failure.label
                     failures.append(failure)
                     traceback.print_exc()
@@ -368,21 +332,24 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
     with open(ctx.run_dir / "results.jsonl", "a") as f:
         for row, _ in ordered:
             f.write(json.dumps(asdict(row)) + "\n")
+    ctx.results_done += len(ordered)
     return ordered
 
 
-def _report(ctx, tasks, cells, results, failures, method_classes) -> list[ResultRow]:
+def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
     """Per task: differences to the baseline (the first method's first mode), and over
-    seeds; then the whole table, failed cells included."""
-    rows = []
-    first = ctx.cfg.methods[0]
+    seeds; then the whole table, failed cells included. Written to the run directory
+    before it is logged, so that a store failing now loses none of it."""
+    rows, logged = [], []
     for task in tasks.values():
         task_results = [r for c in cells if c.task == task.name for r in results.get(c.key, [])]
         rows += [row for row, _ in task_results]
-        baseline = method_classes[first](method_classes[first].make_config(task.name)).modes()[0]
-        comparisons = compare_to_baseline(task_results, task.eval_data.labels, baseline.name)
+        baseline = _baseline_mode(ctx.cfg, cells, task.name)
+        comparisons = compare_to_baseline(task_results, task.eval_data.labels, baseline)
         if comparisons:
-            _publish(ctx, "comparison", task.name, format_comparisons(comparisons), comparisons)
+            logged += _publish(
+                ctx, "comparison", task.name, format_comparisons(comparisons), comparisons
+            )
         if len(ctx.cfg.seeds) > 1 and task_results:
             # mean ± std over seeds of each metric and difference: what training noise leaves
             summary = {
@@ -390,20 +357,32 @@ def _report(ctx, tasks, cells, results, failures, method_classes) -> list[Result
                 "differences": differences_over_seeds(comparisons),
             }
             text = format_seed_summary(summary["metrics"], summary["differences"])
-            _publish(ctx, "seeds", task.name, text, summary)
+            logged += _publish(ctx, "seeds", task.name, text, summary)
     table = format_table(rows, failures=failures)
-    ctx.tracker.log_text(table, "results.txt")
-    ctx.tracker.log_dict(
-        {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]},
-        "results.json",
-    )
     (ctx.run_dir / "results.txt").write_text(table + "\n")
+    results_json = {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]}
+    with _store_guard(ctx, "the results table was being logged (it is in results.txt)"):
+        for payload, name in logged:
+            ctx.tracker.log_dict(payload, name)
+        ctx.tracker.log_text(table, "results.txt")
+        ctx.tracker.log_dict(results_json, "results.json")
     return rows
 
 
-def _publish(ctx, kind: str, task_name: str, text: str, payload) -> None:
-    """A per-task report: printed, appended to ``<kind>.txt``, logged as ``<kind>_<task>.json``."""
+def _baseline_mode(cfg: BenchConfig, cells: list[Cell], task: str) -> str:
+    """The mode everything is compared with: the first method's first, as its cells
+    declare it (the first method's name, if none of its cells was planned)."""
+    first = cfg.methods[0]
+    for cell in cells:
+        if cell.method == first and cell.task == task:
+            return cell.modes()[0].name
+    return first
+
+
+def _publish(ctx, kind: str, task_name: str, text: str, payload) -> list[tuple]:
+    """A per-task report: printed and appended to ``<kind>.txt``; returns what to log
+    (``<kind>_<task>.json``)."""
     print(text, file=sys.stderr)
-    ctx.tracker.log_dict(payload, f"{kind}_{task_name}.json")
     with open(ctx.run_dir / f"{kind}.txt", "a") as f:
         f.write(text + "\n")
+    return [(payload, f"{kind}_{task_name}.json")]

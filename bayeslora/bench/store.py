@@ -44,13 +44,16 @@ class ResultStore:
         self.common_params = common_params
         self.save_adapters = save_adapters
 
-    def finished(self, cell: Cell) -> dict[str, Any]:
-        """mode name -> the newest FINISHED result run of ``cell`` (an MLflow Run)."""
-        runs = self.tracker.search_runs(
+    def finished(self, cell: Cell, since: float | None = None) -> dict[str, Any]:
+        """mode name -> the newest FINISHED result run of ``cell`` (an MLflow Run); with
+        ``since`` (unix seconds), only runs started then or later."""
+        query = (
             f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'result' "
-            "AND attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
+            "AND attributes.status = 'FINISHED'"
         )
+        if since is not None:
+            query += f" AND attributes.start_time >= {int(since * 1000)}"
+        runs = self.tracker.search_runs(query, order_by=["attributes.start_time DESC"])
         newest: dict[str, Any] = {}
         for run in runs:
             newest.setdefault(run.data.tags[MODE_TAG], run)

@@ -78,6 +78,7 @@ def harness_identity() -> dict[str, str]:
             return identity
         if commit.returncode == 0:
             identity["git_commit"] = commit.stdout.strip()
+        if status.returncode == 0:  # git refuses some checkouts (ownership): then unknown
             identity["git_dirty"] = str(bool(status.stdout.strip())).lower()
     return identity
 

@@ -81,7 +81,7 @@ def run_cell(
 
     method_cls = cell.method_cls
     method = method_cls(cell.config, train=cell.train, on_log=log)
-    notes = [n for n in [method_cls.defaults_notice(cell.task)] if n]
+    notes = list(cell.notes)
     if not method_cls.trains:
         checkpointer = None  # nothing to checkpoint
     if checkpointer is not None and not method_cls.checkpointable:

@@ -47,6 +47,8 @@ class Cell:
     lora: LoraSettings
     train: TrainSettings
     context: Mapping[str, Any] = field(default_factory=dict)
+    # what a reader of its runs should know (not part of the key): bench.plan fills it
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.train.seed != self.seed:

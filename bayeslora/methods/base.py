@@ -322,21 +322,26 @@ class Method(ABC):
 
         if task is None:
             return {}
-        return {
-            **cls.task_defaults.get(task, {}),
-            **get_task(task).method_defaults.get(cls.name, {}),
-        }
+        try:
+            declared = get_task(task).method_defaults.get(cls.name, {})
+        except KeyError:  # not a registered task (a jsonl source's name, a test's)
+            declared = {}
+        return {**cls.task_defaults.get(task, {}), **declared}
 
     @classmethod
-    def defaults_notice(cls, task: str) -> str | None:
-        """What a reader should know when this method has per-task defaults but none for
-        ``task`` (its Config's defaults, set for other tasks, apply), else None."""
-        if not cls.task_defaults or cls.defaults_for(task):
+    def defaults_notice(cls, task: str, overrides: dict[str, Any] | None = None) -> str | None:
+        """What a reader should know when this method sets some hyperparameters per task
+        but neither ``task``'s defaults nor ``overrides`` give them: which ones fall back to
+        the Config's defaults (chosen for other tasks). None when nothing falls back."""
+        per_task = {k for values in cls.task_defaults.values() for k in values}
+        missing = sorted(per_task - set(cls.defaults_for(task)) - set(overrides or {}))
+        if not missing:
             return None
-        values = {k: getattr(cls.Config(), k) for v in cls.task_defaults.values() for k in v}
+        defaults = cls.Config()
+        values = ", ".join(f"{k}={getattr(defaults, k)!r}" for k in missing)
         return (
-            f"{cls.name} has no per-task defaults for {task} (it has them for "
-            f"{', '.join(sorted(cls.task_defaults))}): using {values}; set them with "
+            f"{cls.name} has no per-task value of {', '.join(missing)} for {task} (it has them "
+            f"for {', '.join(sorted(cls.task_defaults))}): using {values}; set them with "
             f"--hp {cls.name}.NAME=VALUE or the task's method_defaults"
         )
 

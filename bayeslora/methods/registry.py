@@ -165,6 +165,14 @@ def check_method_class(cls: type[Method], where: str) -> None:
             stray = sorted(set(getattr(config, attr)) - set(fields))
             if stray:
                 problems.append(f"Config.{attr} names {stray}, which are not Config fields")
+        rates = [n for n in fields if n == "lr" or n.endswith(("_lr", "learning_rate"))]
+        if rates and not config.learning_rates:
+            warnings.warn(
+                f"{where}: its Config has {rates} but declares no learning_rates, so presets "
+                "that scale learning rates (the embedded preset: 10x) leave them as they are; "
+                f"declare learning_rates = {tuple(rates)!r} if they are",
+                stacklevel=3,
+            )
     if inspect.isabstract(cls):
         problems.append(f"it does not implement {sorted(cls.__abstractmethods__)}")
     if not problems:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bayeslora.tracking.process import HOST_TAG, is_gone, process_tags
+from bayeslora.tracking.process import HOST_TAG, PID_TAG, is_gone, process_tags
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2: about
@@ -32,6 +32,11 @@ HTTP_RETRY_DEFAULTS = {
 
 class TrackingStoreError(RuntimeError):
     """The tracking store stopped answering while results were being recorded."""
+
+
+def describe_error(err: BaseException) -> str:
+    """How an error is reported everywhere (tags, tables, messages): "Type: message"."""
+    return f"{type(err).__name__}: {err}"
 
 
 def default_tracking_uri(output_dir: str | Path) -> str:
@@ -55,13 +60,17 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _forget_active_runs() -> None:
-    """Drop this thread's active MLflow runs without a request to the store. MLflow has no
-    public call for it: ``end_run`` asks the (dead) server, and so would MLflow's exit hook,
-    retrying for every run."""
+def _forget_active_runs(run_id: str | None = None) -> None:
+    """Drop this thread's active MLflow run ``run_id`` (None: all of them) without a request
+    to the store. MLflow has no public call for it: ``end_run`` asks the (dead) server, and
+    so would MLflow's exit hook, retrying for every run. tests/tracking pins the attribute."""
     from mlflow.tracking import fluent
 
-    fluent._active_run_stack.get().clear()
+    try:
+        stack = fluent._active_run_stack.get()
+    except AttributeError:  # a future MLflow: then its exit hook may retry, nothing worse
+        return
+    stack[:] = [r for r in stack if run_id is not None and r.info.run_id != run_id]
 
 
 class MlflowTracker:
@@ -136,7 +145,7 @@ class MlflowTracker:
             _forget_active_runs()  # there is no store to end them in
             raise
         except BaseException as err:
-            self._end(run, "FAILED", f"{type(err).__name__}: {err}")
+            self._end(run, "FAILED", describe_error(err))
             raise
         else:
             self.mlflow.end_run(status="FINISHED")
@@ -148,7 +157,7 @@ class MlflowTracker:
             self.mlflow.set_tag("bayeslora.error", reason[:5000])
             self.mlflow.end_run(status=status)
         except Exception:
-            _forget_active_runs()
+            _forget_active_runs(run.info.run_id)  # only this one: its parent goes on
 
     def answers(self) -> bool:
         """Whether the store can be reached now (a server URL: a TCP connection in seconds)."""
@@ -165,7 +174,7 @@ class MlflowTracker:
         ended without closing them (killed with SIGKILL, out of memory); their names."""
         from socket import gethostname
 
-        client = self.mlflow.tracking.MlflowClient()
+        client = self.mlflow.tracking.MlflowClient(self.tracking_uri)
         orphans = [
             run
             for run in self.search_runs(
@@ -174,7 +183,7 @@ class MlflowTracker:
             if is_gone(run.data.tags)
         ]
         for run in orphans:
-            pid = run.data.tags.get("bayeslora.pid")
+            pid = run.data.tags.get(PID_TAG)
             client.set_tag(
                 run.info.run_id,
                 "bayeslora.error",
@@ -195,7 +204,11 @@ class MlflowTracker:
         self.mlflow.start_run(
             run_name=name,
             nested=True,
-            tags={**(tags or {}), "bayeslora.error": f"{type(error).__name__}: {error}"[:5000]},
+            tags={
+                **process_tags(),  # it is RUNNING for a moment too
+                **(tags or {}),
+                "bayeslora.error": describe_error(error)[:5000],
+            },
         )
         if params:
             self.log_params(params)

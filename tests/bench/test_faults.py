@@ -147,8 +147,9 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
+@pytest.mark.parametrize("when", ["while the second cell trains", "between the cells"])
 def test_a_tracking_server_that_dies_mid_run_stops_the_run_and_loses_nothing_finished(
-    tmp_path, mlflow_server, monkeypatch, capsys
+    when, tmp_path, mlflow_server, monkeypatch, capsys
 ):
     import time
 
@@ -167,15 +168,21 @@ def test_a_tracking_server_that_dies_mid_run_stops_the_run_and_loses_nothing_fin
         str(tmp_path / "out"),
         "--no-save-adapters",
     ]
-    real_run_cell, calls = runner.run_cell, []
+    # adamw's cell is stored; then the server dies, before ivon's cell is looked up again
+    # (between the cells) or while it trains
+    patched = "run_cell" if when == "while the second cell trains" else "_complete_cell"
+    real, calls = getattr(runner, patched), []
 
-    def run_cell_then_lose_the_server(*a, **kw):
+    def lose_the_server_on_the_second_cell(*a, **kw):
         calls.append(1)
-        if len(calls) == 2:  # adamw is stored; the server dies while ivon trains
+        if patched == "run_cell" and len(calls) == 2:
             mlflow_server.stop()
-        return real_run_cell(*a, **kw)
+        done = real(*a, **kw)
+        if patched == "_complete_cell" and len(calls) == 1:
+            mlflow_server.stop()
+        return done
 
-    monkeypatch.setattr(runner, "run_cell", run_cell_then_lose_the_server)
+    monkeypatch.setattr(runner, patched, lose_the_server_on_the_second_cell)
     start = time.monotonic()
     code = main(args)
     err = capsys.readouterr().err
@@ -183,13 +190,13 @@ def test_a_tracking_server_that_dies_mid_run_stops_the_run_and_loses_nothing_fin
     assert time.monotonic() - start < 120
     message = err[err.index("error: the tracking store") :]
     assert f"{mlflow_server.uri} stopped answering while ivon/arc_easy/seed0" in message
-    assert "the 1 result(s) finished before it are in the store" in message
+    assert "the 1 result(s) that finished before are in the store" in message
     assert "run the same command" in message
     (results,) = (tmp_path / "out").glob("bench-*/results.jsonl")
     assert [json.loads(line)["mode"] for line in results.read_text().splitlines()] == ["adamw"]
 
     mlflow_server.start()  # same store
-    monkeypatch.setattr(runner, "run_cell", real_run_cell)
+    monkeypatch.setattr(runner, patched, real)
     code = main(args)
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]

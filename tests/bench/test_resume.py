@@ -222,6 +222,10 @@ def test_two_benches_started_together_share_the_cells_without_doing_one_twice(tm
     assert len(run_dirs) == 2  # one each, even when started in the same second
     tables = [{(r["mode"], r["seed"]): r["metrics"] for r in _rows_of(d)} for d in run_dirs]
     assert tables[0] == tables[1] and len(tables[0]) == MODES  # both report every cell
+    # they did overlap: each ran some cells itself (claimed ones were left to the other) or
+    # waited for a claimed one
+    ran = [any(not r["reused"] for r in _rows_of(d)) for d in run_dirs]
+    assert all(ran) or any("waiting for" in e for e in errs), (ran, [e[-2000:] for e in errs])
 
 
 def _rows_of(run_dir) -> list[dict]:

@@ -109,14 +109,19 @@ def test_per_task_defaults_come_from_the_method_or_the_task_and_a_gap_is_noticed
     register_task(declared)
     try:
         notice = IVON.defaults_notice("plugin_task")
-        assert notice.startswith("ivon has no per-task defaults for plugin_task")
-        assert "'ess': 1000000.0" in notice and "--hp ivon.NAME=VALUE" in notice
+        assert notice.startswith("ivon has no per-task value of ess, hess_init for plugin_task")
+        assert "using ess=1000000.0, hess_init=0.001" in notice
+        assert "--hp ivon.NAME=VALUE" in notice
         assert IVON.make_config("plugin_task").ess == 1e6  # the Config's, said out loud
+        # what the overrides give is not missing
+        assert "of hess_init for" in IVON.defaults_notice("plugin_task", {"ess": "1e7"})
+        assert IVON.defaults_notice("plugin_task", {"ess": 1, "hess_init": 1}) is None
         config = IVON.make_config("plugin_task_2", {"hess_init": "1e-4"})
         assert (config.ess, config.hess_init) == (1e7, 1e-4)  # the task's, under overrides
         assert IVON.defaults_notice("plugin_task_2") is None
         assert IVON.defaults_notice("winogrande_m") is None
         assert AdamW.defaults_notice("plugin_task") is None  # no per-task defaults at all
+        assert IVON.make_config("not_registered").ess == 1e6  # a jsonl task's name
     finally:
         unregister_task("plugin_task")
         unregister_task("plugin_task_2")

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from bayeslora.tracking.mlflow_tracker import MlflowTracker, default_tracking_uri, flatten
@@ -48,3 +50,54 @@ def test_a_tracker_leaves_the_users_tracking_uri_as_it_was(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")
     MlflowTracker(default_tracking_uri(tmp_path / "c"), "x", tmp_path / "c" / "art")
     assert default_tracking_uri(tmp_path / "d") == f"sqlite:///{tmp_path / 'user.db'}"
+
+
+def test_the_private_mlflow_run_stack_we_rely_on_is_there():
+    # _forget_active_runs drops runs without a request to a dead server through it
+    from mlflow.tracking import fluent
+
+    assert isinstance(fluent._active_run_stack.get(), list)
+
+
+def test_a_nested_run_that_cannot_be_ended_leaves_its_parent_active(tmp_path, monkeypatch):
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    with tracker.run("parent") as parent:
+        real_end = tracker.mlflow.end_run
+
+        def end_run_that_fails(status="FINISHED"):
+            raise ConnectionError("store gone for a moment")
+
+        monkeypatch.setattr(tracker.mlflow, "end_run", end_run_that_fails)
+        with pytest.raises(RuntimeError, match="boom"):  # the cause, not the store's error
+            with tracker.run("child", nested=True):
+                raise RuntimeError("boom")
+        monkeypatch.setattr(tracker.mlflow, "end_run", real_end)
+        assert tracker.mlflow.active_run().info.run_id == parent.info.run_id
+
+
+def test_process_tags_tell_live_dead_and_unknown_processes_apart(monkeypatch):
+    import subprocess
+    import sys
+
+    from bayeslora.tracking import process
+
+    here = process.process_tags()
+    assert not process.is_gone(here)  # this process
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        alive = {**here, process.PID_TAG: str(child.pid)}
+        alive[process.START_TAG] = process._start_time(child.pid) or ""
+        assert not process.is_gone(alive)
+        # the pid's start time differs from the tagged one: the pid was reused
+        assert process.is_gone({**alive, process.START_TAG: "1"})
+    finally:
+        child.kill()
+        child.wait()
+    assert process.is_gone(alive)  # ended
+    assert not process.is_gone({**alive, process.HOST_TAG: "another-host"})
+    assert not process.is_gone({**alive, process.PID_NAMESPACE_TAG: "pid:[1]"})  # a container
+    assert process.is_gone({**alive, process.PID_TAG: str(os.getpid()), process.BOOT_TAG: "x"})
+    # /proc hiding the pid (hidepid): a process that exists is alive
+    monkeypatch.setattr(process, "_start_time", lambda pid: None)
+    assert not process.is_gone({**here, process.PID_TAG: "1"})  # init exists
+    assert not process.is_gone({})
