@@ -250,7 +250,7 @@ def test_config_names_the_options():
 
 def test_missing_laplace_torch_fails_before_any_model_is_loaded(monkeypatch, capsys, tmp_path):
     from bayeslora._optional import OptionalDependencyError
-    from bayeslora.bench import cli, runner
+    from bayeslora.bench import cli, prepare, runner
 
     monkeypatch.setitem(sys.modules, "laplace", None)  # what an uninstalled package looks like
 
@@ -260,7 +260,7 @@ def test_missing_laplace_torch_fails_before_any_model_is_loaded(monkeypatch, cap
         )
 
     monkeypatch.setattr(runner, "load_causal_lm", no_loading)
-    monkeypatch.setattr(runner, "load_tokenizer", no_loading)
+    monkeypatch.setattr(prepare, "load_tokenizer", no_loading)
 
     assert get_method("laplace") is LaplaceLoRA  # listing and lookup work without the extra
     with pytest.raises(OptionalDependencyError, match=r"pip install 'bayeslora\[laplace\]'"):
