@@ -8,6 +8,7 @@ the database (``runs/mlartifacts``) unless the server decides otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,6 +61,19 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _first_open_lock(tracking_uri: str):
+    """For a local SQLite store, a file lock beside it, held while the store is opened
+    (and, the first time, created and migrated): processes started together then create it
+    one after the other. Other stores: no lock."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    import filelock
+
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(f"{path}.open.lock")
+
+
 def _forget_active_runs(run_id: str | None = None) -> None:
     """Drop this thread's active MLflow run ``run_id`` (None: all of them) without a request
     to the store. MLflow has no public call for it: ``end_run`` asks the (dead) server, and
@@ -94,17 +108,19 @@ class MlflowTracker:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = user_uri
-        for attempt in range(3):
-            try:
-                self._ensure_experiment(experiment, artifact_dir)
-                break
-            except Exception:
-                # Two workers opening a new SQLite store at once race in MLflow's schema
-                # migrations; the loser succeeds once the winner has created the tables.
-                if attempt == 2:
-                    raise
-                time.sleep(2.0)
-        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
+        with _first_open_lock(tracking_uri):
+            for attempt in range(3):
+                try:
+                    self._ensure_experiment(experiment, artifact_dir)
+                    break
+                except Exception:
+                    # Two workers opening a new database store at once race in MLflow's
+                    # schema migrations; the loser succeeds once the winner has created the
+                    # tables. (A local SQLite file is opened under a lock instead.)
+                    if attempt == 2:
+                        raise
+                    time.sleep(2.0)
+            self.experiment_id = mlflow.set_experiment(experiment).experiment_id
 
     def _ensure_experiment(self, experiment: str, artifact_dir: str | Path | None) -> None:
         mlflow = self.mlflow

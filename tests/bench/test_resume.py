@@ -70,12 +70,12 @@ def reference(tmp_path_factory):
     return out
 
 
-def _start(out, stderr) -> subprocess.Popen:
-    """The bench with ARGS on ``out``, in a new process, offline."""
+def _start(out, stderr, extra=()) -> subprocess.Popen:
+    """The bench with ARGS (and ``extra``) on ``out``, in a new process, offline."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
     env["HF_HUB_OFFLINE"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-m", "bayeslora.bench", *ARGS, "--output-dir", str(out)],
+        [sys.executable, "-m", "bayeslora.bench", *ARGS, *extra, "--output-dir", str(out)],
         cwd=out,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -210,8 +210,9 @@ def test_runs_of_a_process_killed_outright_are_marked_failed_by_the_next(tmp_pat
         assert after.data.tags["bayeslora.error"].startswith(f"process died: pid {process.pid}")
 
 
-def test_two_benches_started_together_share_the_cells_without_doing_one_twice(tmp_path):
-    first, second = (_start(tmp_path, stderr=subprocess.PIPE) for _ in range(2))
+@pytest.mark.parametrize("extra", [(), ("--tune", "--n-trials", "3")], ids=["cells", "tuning"])
+def test_two_benches_started_together_share_the_cells_without_doing_one_twice(extra, tmp_path):
+    first, second = (_start(tmp_path, subprocess.PIPE, extra) for _ in range(2))
     errs = [p.communicate(timeout=600)[1] for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], [e[-3000:] for e in errs]
 
@@ -226,6 +227,11 @@ def test_two_benches_started_together_share_the_cells_without_doing_one_twice(tm
     # waited for a claimed one
     ran = [any(not r["reused"] for r in _rows_of(d)) for d in run_dirs]
     assert all(ran) or any("waiting for" in e for e in errs), (ran, [e[-2000:] for e in errs])
+    if extra:  # one optuna storage: each study has exactly its trials, and both used its best
+        import optuna
+
+        studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+        assert len(studies) == 2 and all(s.n_trials == 3 for s in studies)
 
 
 def _rows_of(run_dir) -> list[dict]:
