@@ -303,21 +303,36 @@ class IVON(Optimizer):
         lr = group["lr"] * (group["hess_init"] + wd) if group["rescale_lr"] else group["lr"]
         debias = 1.0 - b1 ** group["step"]  # undoes the zero initialisation of the momentum
 
-        for p in group["params"]:
-            state = self.state[p]
-            grad = state.pop("grad_sum").div_(n)  # ĝ and ĥ averaged over the samples
-            hess_hat = state.pop("hess_sum").div_(n)
-            momentum, hess = state["momentum"], state["hess"]
+        # The per-parameter update below, written with torch's _foreach ops (what
+        # torch.optim uses): one call per operation over all of a group's tensors instead of
+        # a Python loop over them; a LoRA adapter has ~100 small tensors, and the loop cost
+        # about 1 % of a step. Same operations in the same order, so the same bits.
+        params = group["params"]
+        states = [self.state[p] for p in params]
+        grads = [s.pop("grad_sum") for s in states]  # ĝ and ĥ averaged over the samples
+        hess_hats = [s.pop("hess_sum") for s in states]
+        torch._foreach_div_(grads, n)
+        torch._foreach_div_(hess_hats, n)
+        momenta, hess = [s["momentum"] for s in states], [s["hess"] for s in states]
 
-            momentum.mul_(b1).add_(grad, alpha=1.0 - b1)
-            # h ← β2·h + (1−β2)·ĥ + ½(1−β2)²·(h − ĥ)²/(h + δ). The last term is the
-            # Riemannian correction that keeps h + δ positive although ĥ can be negative.
-            correction = (hess - hess_hat).square_().div_(hess + wd).mul_(0.5 * (1.0 - b2) ** 2)
-            hess.mul_(b2).add_(hess_hat, alpha=1.0 - b2).add_(correction)
+        torch._foreach_mul_(momenta, b1)
+        torch._foreach_add_(momenta, grads, alpha=1.0 - b1)
+        # h ← β2·h + (1−β2)·ĥ + ½(1−β2)²·(h − ĥ)²/(h + δ). The last term is the
+        # Riemannian correction that keeps h + δ positive although ĥ can be negative.
+        correction = torch._foreach_sub(hess, hess_hats)
+        torch._foreach_mul_(correction, correction)
+        torch._foreach_div_(correction, torch._foreach_add(hess, wd))
+        torch._foreach_mul_(correction, 0.5 * (1.0 - b2) ** 2)
+        torch._foreach_mul_(hess, b2)
+        torch._foreach_add_(hess, hess_hats, alpha=1.0 - b2)
+        torch._foreach_add_(hess, correction)
 
-            # Newton-like step on the mean with the *updated* h; the prior adds δ·m to the
-            # gradient and δ to the Hessian. Clipping is elementwise, on the direction,
-            # before the learning rate is applied.
-            direction = (momentum / debias + wd * p).div_(hess + wd)
-            direction.clamp_(-group["clip_radius"], group["clip_radius"])
-            p.sub_(direction, alpha=lr)
+        # Newton-like step on the mean with the *updated* h; the prior adds δ·m to the
+        # gradient and δ to the Hessian. Clipping is elementwise, on the direction,
+        # before the learning rate is applied.
+        direction = torch._foreach_div(momenta, debias)
+        torch._foreach_add_(direction, torch._foreach_mul(params, wd))
+        torch._foreach_div_(direction, torch._foreach_add(hess, wd))
+        torch._foreach_clamp_min_(direction, -group["clip_radius"])
+        torch._foreach_clamp_max_(direction, group["clip_radius"])
+        torch._foreach_sub_(params, direction, alpha=lr)
