@@ -30,6 +30,7 @@ Conventions, decided once here so that every method in the benchmark is scored a
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -272,3 +273,56 @@ def mce(probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS) -> Tensor:
     """Maximum calibration error: ``max_m |acc_m - conf_m|`` over the non-empty bins."""
     gap, _ = _bin_gaps(reliability_bins(probs, labels, n_bins))
     return gap.max()  # at least one bin is non-empty, since N > 0
+
+
+# --------------------------------------------------------------------------- other readings
+
+
+def adaptive_ece(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
+    """ECE over equal-mass bins (Nixon et al. 2019; Kumar et al. 2019): the examples sorted
+    by top-label confidence (ties by index) and cut into ``n_bins`` groups whose sizes
+    differ by at most one (``np.array_split``), so that no bin is nearly empty. Fewer
+    examples than bins: one bin per example."""
+    _check_inputs(probs, labels)
+    _check_n_bins(n_bins)
+    confidence, correct = _top_label(probs, labels)
+    order = torch.sort(confidence, stable=True).indices
+    total = torch.zeros((), dtype=torch.float64)
+    for chunk in torch.tensor_split(order, min(n_bins, len(order))):
+        total += (correct[chunk].sum() - confidence[chunk].sum()).abs()
+    return total / len(order)
+
+
+def _top_label(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Top-label confidence and whether the top label is right, in float64."""
+    p = probs.to(torch.float64)
+    predicted = p.argmax(dim=1)
+    confidence = p.gather(1, predicted.unsqueeze(1)).squeeze(1)
+    return confidence, (predicted == labels).to(torch.float64)
+
+
+def _by_confidence(probs: Tensor, labels: Tensor) -> Tensor:
+    """Correctness of each example, most confident first (ties: lower index first)."""
+    confidence, correct = _top_label(probs, labels)
+    return correct[torch.sort(confidence, descending=True, stable=True).indices]
+
+
+def accuracy_at_coverage(probs: Tensor, labels: Tensor, coverage: float) -> Tensor:
+    """Selective prediction: the accuracy on the ``ceil(coverage * N)`` most confident
+    examples (the model abstains on the rest). ``coverage`` in (0, 1]."""
+    _check_inputs(probs, labels)
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage!r}")
+    correct = _by_confidence(probs, labels)
+    kept = max(1, math.ceil(coverage * len(correct) - 1e-9))  # 0.8 * 10 is 8, not 9
+    return correct[:kept].mean()
+
+
+def aurc(probs: Tensor, labels: Tensor) -> Tensor:
+    """Area under the risk-coverage curve (Geifman and El-Yaniv 2017): the mean, over
+    k = 1..N, of the error rate among the k most confident examples. Lower is better; it
+    rewards confidences that rank wrong answers below right ones."""
+    _check_inputs(probs, labels)
+    errors = 1.0 - _by_confidence(probs, labels)
+    k = torch.arange(1, len(errors) + 1, dtype=torch.float64)
+    return (errors.cumsum(0) / k).mean()

@@ -13,6 +13,7 @@ The order of registration is the display order.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,9 @@ from bayeslora.metrics.functional import (
     _check_inputs,
     _check_n_bins,
     accuracy,
+    accuracy_at_coverage,
+    adaptive_ece,
+    aurc,
     brier,
     ece,
     mce,
@@ -166,6 +170,34 @@ for _metric in (
     Metric("nll", nll, Direction.LOWER, bootstrap=True, header="nll"),
     Metric("brier", brier, Direction.LOWER, bootstrap=True, header="brier"),
     Metric("mce", mce, Direction.LOWER, bootstrap=False, header="mce", binned=True, in_table=False),
+    # ECE as other papers bin it (15: torchmetrics, BLoB, BAG; 20: SWAG-LoRA), and over
+    # equal-mass bins; logged with every result, not in the table (docs/footguns.md)
+    Metric(
+        "ece_15", functools.partial(ece, n_bins=15), Direction.LOWER, False, "ece15", in_table=False
+    ),
+    Metric(
+        "ece_20", functools.partial(ece, n_bins=20), Direction.LOWER, False, "ece20", in_table=False
+    ),
+    Metric("ece_adaptive", adaptive_ece, Direction.LOWER, False, "aece", in_table=False),
+    # selective prediction: accuracy on the most confident 50 % / 80 % of the questions
+    # (100 % is the accuracy), and the area under the risk-coverage curve
+    Metric(
+        "acc_at_cov50",
+        functools.partial(accuracy_at_coverage, coverage=0.5),
+        Direction.HIGHER,
+        False,
+        "acc50",
+        in_table=False,
+    ),
+    Metric(
+        "acc_at_cov80",
+        functools.partial(accuracy_at_coverage, coverage=0.8),
+        Direction.HIGHER,
+        False,
+        "acc80",
+        in_table=False,
+    ),
+    Metric("aurc", aurc, Direction.LOWER, False, "aurc", in_table=False),
 ):
     register_metric(_metric)
 del _metric

@@ -164,7 +164,7 @@ def test_calibration_metrics_dict():
     probs, labels = random_case(seed=4, n=50, k=5)
     result = calibration_metrics(probs, labels, n_bins=15)
 
-    assert list(result) == ["accuracy", "ece", "nll", "brier", "mce"]  # the registry's order
+    assert list(result)[:5] == ["accuracy", "ece", "nll", "brier", "mce"]  # the registry's order
     assert all(type(value) is float for value in result.values())  # MLflow wants floats
     assert result["accuracy"] == accuracy(probs, labels).item()
     assert result["nll"] == nll(probs, labels).item()
@@ -172,6 +172,8 @@ def test_calibration_metrics_dict():
     assert result["mce"] == mce(probs, labels, 15).item()
     assert result["brier"] == brier(probs, labels).item()
     assert result["ece"] != ece(probs, labels, 10).item()  # n_bins is passed on
+    # the fixed-bin readings keep their own bin counts whatever n_bins is
+    assert result["ece_20"] == ece(probs, labels, 20).item()
 
 
 @pytest.mark.parametrize("metric", [accuracy, nll, ece, mce, brier])
@@ -432,3 +434,33 @@ def test_import_does_not_load_torchmetrics():
     # torchmetrics' import pulls in transformers, scipy and matplotlib (seconds).
     code = "import sys, bayeslora.metrics; sys.exit('torchmetrics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_selective_prediction_by_hand():
+    from bayeslora.metrics.functional import accuracy_at_coverage, aurc
+
+    # most confident first: 0.9 right, 0.7 right, 0.6 wrong, 0.55 right
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+    labels = torch.tensor([0, 1, 1, 0])
+    assert accuracy_at_coverage(probs, labels, 0.5).item() == 1.0
+    assert accuracy_at_coverage(probs, labels, 0.8).item() == 0.75  # ceil(3.2) = 4 kept
+    assert accuracy_at_coverage(probs, labels, 1.0).item() == accuracy(probs, labels).item()
+    assert aurc(probs, labels).item() == pytest.approx((0 + 0 + 1 / 3 + 1 / 4) / 4, abs=1e-15)
+    with pytest.raises(ValueError, match="coverage must be in"):
+        accuracy_at_coverage(probs, labels, 0.0)
+
+
+def test_adaptive_ece_uses_equal_mass_bins():
+    from bayeslora.metrics.functional import adaptive_ece
+
+    probs, labels = random_case(seed=5, n=97, k=3)
+    # one bin: |accuracy - mean confidence|, as the equal-width ECE with one bin
+    assert adaptive_ece(probs, labels, n_bins=1).item() == pytest.approx(
+        ece(probs, labels, n_bins=1).item(), abs=1e-12
+    )
+    # as many bins as examples: the mean |correct - confidence| of single examples
+    conf = probs.to(torch.float64).max(dim=1).values
+    correct = (probs.argmax(dim=1) == labels).to(torch.float64)
+    expected = (correct - conf).abs().mean().item()
+    assert adaptive_ece(probs, labels, n_bins=97).item() == pytest.approx(expected, abs=1e-12)
+    assert adaptive_ece(probs, labels, n_bins=500).item() == pytest.approx(expected, abs=1e-12)

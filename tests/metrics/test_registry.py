@@ -68,13 +68,43 @@ def np_mce(p, y, n_bins=10) -> float:
     return float(np_bin_gaps(p, y, n_bins)[1].max())
 
 
+def np_adaptive_ece(p, y, n_bins=15) -> float:
+    """Equal-mass bins: sorted by confidence (stable), split as np.array_split does."""
+    conf, correct = p.max(axis=1), (p.argmax(axis=1) == y)
+    chunks = np.array_split(np.argsort(conf, kind="stable"), min(n_bins, len(y)))
+    return float(sum(abs(correct[c].sum() - conf[c].sum()) for c in chunks) / len(y))
+
+
+def np_most_confident_first(p, y) -> np.ndarray:
+    """Correctness, most confident first; ties keep the lower index first."""
+    order = np.argsort(-p.max(axis=1), kind="stable")
+    return (p.argmax(axis=1) == y)[order].astype(np.float64)
+
+
+def np_accuracy_at_coverage(p, y, percent: int) -> float:
+    kept = -(-percent * len(y) // 100)  # ceil in integers
+    return float(np_most_confident_first(p, y)[:kept].mean())
+
+
+def np_aurc(p, y) -> float:
+    errors = 1.0 - np_most_confident_first(p, y)
+    return float(np.mean(np.cumsum(errors) / np.arange(1, len(errors) + 1)))
+
+
 REFERENCES = {
     "accuracy": np_accuracy,
     "ece": np_ece,
     "nll": np_nll,
     "brier": np_brier,
     "mce": np_mce,
+    "ece_15": lambda p, y: np_ece(p, y, 15),
+    "ece_20": lambda p, y: np_ece(p, y, 20),
+    "ece_adaptive": np_adaptive_ece,
+    "acc_at_cov50": lambda p, y: np_accuracy_at_coverage(p, y, 50),
+    "acc_at_cov80": lambda p, y: np_accuracy_at_coverage(p, y, 80),
+    "aurc": np_aurc,
 }
+BUILTINS = list(REFERENCES)
 
 
 def random_case(seed: int, n: int = 200, k: int = 4):
@@ -115,13 +145,15 @@ def test_every_builtin_matches_numpy(name, seed):
     assert value.shape == ()
     # accuracy comes back from torchmetrics in float32; the rest is float64 throughout
     tolerance = 1e-7 if name == "accuracy" else 1e-12
+    if name == "ece_adaptive":  # a different path to the same bins: the sums' rounding
+        tolerance = 1e-12
     assert value.item() == pytest.approx(
         REFERENCES[name](probs.numpy(), labels.numpy()), abs=tolerance
     )
 
 
 def test_builtins_and_their_roles():
-    assert list(METRICS) == ["accuracy", "ece", "nll", "brier", "mce"]
+    assert list(METRICS) == BUILTINS  # each with a numpy reference above
     assert [m.name for m in table_metrics()] == ["accuracy", "ece", "nll", "brier"]
     assert [m.name for m in bootstrap_metrics()] == ["accuracy", "ece", "nll", "brier"]
     assert [m.header for m in table_metrics()] == ["acc", "ece", "nll", "brier"]
@@ -176,7 +208,7 @@ def test_compute_metrics_order_values_and_names():
     probs, labels = random_case(4)
     p, y = probs.numpy(), labels.numpy()
     result = compute_metrics(probs, labels, n_bins=15)
-    assert list(result) == ["accuracy", "ece", "nll", "brier", "mce"]
+    assert list(result) == BUILTINS
     assert all(type(v) is float for v in result.values())
     assert result["ece"] == pytest.approx(np_ece(p, y, 15))
     assert result["mce"] == pytest.approx(np_mce(p, y, 15))
@@ -230,7 +262,7 @@ def test_a_registered_metric_reaches_every_consumer(top2):
 
 def test_the_fixture_left_the_registry_as_it_was():
     assert "top2" not in METRICS
-    assert list(METRICS) == ["accuracy", "ece", "nll", "brier", "mce"]
+    assert list(METRICS) == BUILTINS
 
 
 def test_the_readme_example_adds_a_metric_everywhere():
