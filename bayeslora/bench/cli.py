@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -383,7 +382,7 @@ def _explain(args) -> int:
     """--explain RUN_ID, from the store of --tracking-uri or --output-dir (flags, then the
     --config file, then the defaults)."""
     from bayeslora.bench.explain import explain
-    from bayeslora.tracking.mlflow_tracker import HTTP_RETRY_DEFAULTS, default_tracking_uri
+    from bayeslora.tracking.mlflow_tracker import apply_http_retry_defaults, default_tracking_uri
     from bayeslora.tracking.urls import check_reachable
 
     try:
@@ -392,8 +391,7 @@ def _explain(args) -> int:
         uri = getattr(args, "tracking_uri", None) or file_layer.get("tracking_uri")
         uri = uri or default_tracking_uri(output_dir)
         check_reachable(uri, "--tracking-uri")  # seconds, not MLflow's minutes of retries
-        for name, value in HTTP_RETRY_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        apply_http_retry_defaults()
         print(explain(args.explain, uri))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

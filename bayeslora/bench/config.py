@@ -103,8 +103,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         """Every setting checked when the config is resolved, before any model, data or
         store is touched: a ValueError naming the setting and the fix. (Method
-        hyperparameters are checked by each method's Config: ``bench.runner.check_methods``;
-        servers and files by ``bench.runner.preflight``.)"""
+        hyperparameters are checked by each method's Config: ``bench.prepare.check_methods``;
+        servers and files by ``bench.prepare.preflight``.)"""
         self._check_types()
         check_threads(self.threads)
         # the settings objects check their own fields (one rule, one place)
@@ -275,7 +275,8 @@ _KIND_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: 
 # - all 2365 training questions, 100 steps at batch size 8 (a third of an epoch): what a CPU
 #   budget allows (a step of the default takes about 4 s in fp32 on the machines measured).
 # - learning rates 10x their defaults (the papers') for every method, plugins included: the
-#   fields each Config lists in learning_rates (AdamW 5e-4, IVON 0.3: the papers' ratio kept). Chosen on the tuning split, never on the evaluation questions: with --eval-every on
+#   fields each Config lists in learning_rates (AdamW 5e-4, IVON 0.3: the papers' ratio kept).
+#   Chosen on the tuning split, never on the evaluation questions: with --eval-every on
 #   a 20 % holdout of the training questions, AdamW at 5e-4 reached validation accuracy 0.639
 #   and NLL 1.77 against 0.567 and 2.02 at 2e-4 (README). IVON's rate follows the ratio; it
 #   was not probed separately.

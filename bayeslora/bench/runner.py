@@ -5,9 +5,9 @@ input fails there, before anything is written) → open the store (runs of dead 
 marked FAILED) → plan the cells (one per task, method and seed; tuning, if asked for,
 decides their hyperparameters) → look each cell's key up in the MLflow store and reuse
 what has finished → run the rest, each claimed so that two processes never run one cell
-(``claims.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once, so a crash,
-Ctrl-C or ``kill`` later loses nothing that had finished, and the same command run again
-picks up where it stopped (``--force`` reruns everything).
+(``claims.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once,
+so a crash, Ctrl-C or ``kill`` later loses nothing that had finished, and the same command
+run again picks up where it stopped (``--force`` reruns everything).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def _attempt(ctx, task, cell: Cell, results, failures, stored: dict | None = Non
             raise
         except Exception as err:  # one broken cell must not cost the others
             if not ctx.tracker.answers():
-                raise
+                raise _store_error(ctx, f"{cell.label} was being recorded", err) from err
             failures.append(CellFailure(cell.method, cell.task, cell.seed, describe_error(err)))
             if isinstance(err, DivergedError):  # the method's numbers, not the code, failed
                 print(f"bayeslora: {cell.label} failed: {describe_error(err)}", file=sys.stderr)
@@ -214,12 +214,16 @@ def _store_guard(ctx, doing: str):
     except Exception as err:
         if ctx.tracker.answers():
             raise
-        raise TrackingStoreError(
-            f"the tracking store {mask_url(ctx.tracker.tracking_uri)} stopped answering while "
-            f"{doing} ({describe_error(err)}); the {ctx.results_done} result(s) that finished "
-            f"before are in the store and in {ctx.run_dir / 'results.jsonl'}. Start the store "
-            "again and run the same command: finished cells are reused, the rest run"
-        ) from err
+        raise _store_error(ctx, doing, err) from err
+
+
+def _store_error(ctx, doing: str, err: BaseException) -> TrackingStoreError:
+    return TrackingStoreError(
+        f"the tracking store {mask_url(ctx.tracker.tracking_uri)} stopped answering while "
+        f"{doing} ({describe_error(err)}); the {ctx.results_done} result(s) that finished "
+        f"before are in the store and in {ctx.run_dir / 'results.jsonl'}. Start the store "
+        "again and run the same command: finished cells are reused, the rest run"
+    )
 
 
 def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
@@ -349,8 +353,8 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
         baseline = _baseline_mode(ctx.cfg, cells, task.name)
         comparisons = compare_to_baseline(task_results, task.eval_data.labels, baseline)
         if comparisons:
-            logged += _publish(
-                ctx, "comparison", task.name, format_comparisons(comparisons), comparisons
+            logged.append(
+                _publish(ctx, "comparison", task.name, format_comparisons(comparisons), comparisons)
             )
         if len(ctx.cfg.seeds) > 1 and task_results:
             # mean ± std over seeds of each metric and difference: what training noise leaves
@@ -359,7 +363,7 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
                 "differences": differences_over_seeds(comparisons),
             }
             text = format_seed_summary(summary["metrics"], summary["differences"])
-            logged += _publish(ctx, "seeds", task.name, text, summary)
+            logged.append(_publish(ctx, "seeds", task.name, text, summary))
     table = format_table(rows, failures=failures)
     (ctx.run_dir / "results.txt").write_text(table + "\n")
     results_json = {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]}
@@ -381,10 +385,10 @@ def _baseline_mode(cfg: BenchConfig, cells: list[Cell], task: str) -> str:
     return first
 
 
-def _publish(ctx, kind: str, task_name: str, text: str, payload) -> list[tuple]:
+def _publish(ctx, kind: str, task_name: str, text: str, payload) -> tuple:
     """A per-task report: printed and appended to ``<kind>.txt``; returns what to log
     (``<kind>_<task>.json``)."""
     print(text, file=sys.stderr)
     with open(ctx.run_dir / f"{kind}.txt", "a") as f:
         f.write(text + "\n")
-    return [(payload, f"{kind}_{task_name}.json")]
+    return payload, f"{kind}_{task_name}.json"

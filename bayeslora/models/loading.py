@@ -234,8 +234,8 @@ def load_causal_lm(settings: ModelSettings):
 
 def module_names(settings: ModelSettings) -> set[str]:
     """The last component of every leaf module's name in the model (``q_proj``,
-    ``lm_head``, ...: what LoRA can target), from its config alone: the model is built on the meta device, without weights, in about
-    a second even for a 7B model."""
+    ``lm_head``, ...: what LoRA can target), from its config alone: the model is built on
+    the meta device, without weights, in about a second even for a 7B model."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if settings.name in TINY_MODELS:

@@ -31,6 +31,12 @@ HTTP_RETRY_DEFAULTS = {
 }
 
 
+def apply_http_retry_defaults() -> None:
+    """Set :data:`HTTP_RETRY_DEFAULTS` in the environment, where the user set nothing."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 class TrackingStoreError(RuntimeError):
     """The tracking store stopped answering while results were being recorded."""
 
@@ -93,8 +99,7 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        for name, value in HTTP_RETRY_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        apply_http_retry_defaults()
         import mlflow
 
         self.mlflow = mlflow
