@@ -21,7 +21,9 @@ TINY_RUN = [
 
 def bench_subprocess(args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
     """``python -m bayeslora.bench ARGS`` offline, with ``pythonpath`` (a fake site) if given."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
+    # PYTHONPATH passes through, so that a checkout on it is what the subprocess runs
+    keep = ("PATH", "HOME", "BAYESLORA_CACHE", "PYTHONPATH")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
     env["HF_HUB_OFFLINE"] = "1"
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)

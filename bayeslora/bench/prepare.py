@@ -34,6 +34,11 @@ def prepare_bench(cfg: BenchConfig) -> PreparedBench:
     tokenizer = _tokenizer(cfg)
     check_lora_targets(cfg.lora_settings().target_modules, cfg.model_settings())
     tasks = {name: prepare_task(cfg, tokenizer, name) for name in cfg.tasks}
+    others = {
+        name: tasks.get(name) or prepare_task(cfg, tokenizer, name) for name in cfg.eval_tasks
+    }
+    for task in tasks.values():  # each task's adapters are scored on the others
+        task.ood = {name: other for name, other in others.items() if name != task.name}
     return PreparedBench(cfg, method_classes, tokenizer, tasks)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bayeslora.bench.results import ResultRow
@@ -22,7 +23,11 @@ from bayeslora.metrics import compute_metrics
 CELL_TAG = "bayeslora.cell"
 KIND_TAG = "bayeslora.kind"
 MODE_TAG = "bayeslora.mode"
+EVAL_TASK_TAG = "bayeslora.eval_task"  # on out-of-distribution runs: the task scored on
 PREDICTIONS = "predictions.json"
+# numpy archives beside predictions.json (np.load(..., allow_pickle=False) reads them):
+SAMPLE_PROBS = "sample_probs.npz"  # probs [S, N, K] of a sampled mode, labels [N]
+TAU_PROBS = "tau_probs.npz"  # tau [T], probs [T, N, K] (the predictive at each), labels [N]
 
 
 def result_tags(cell: Cell, mode: str) -> dict[str, str]:
@@ -57,6 +62,13 @@ class ResultStore:
         newest: dict[str, Any] = {}
         for run in runs:
             newest.setdefault(run.data.tags[MODE_TAG], run)
+        if cell.eval_tasks:  # a mode counts as finished with its out-of-distribution runs only
+            ood = self.finished_ood(cell)
+            newest = {
+                mode: run
+                for mode, run in newest.items()
+                if all((mode, task) in ood for task in cell.eval_tasks)
+            }
         return newest
 
     def load(self, cell: Cell, run) -> tuple[ResultRow, torch.Tensor]:
@@ -117,6 +129,14 @@ class ResultStore:
                 )
                 tracker.log_dict(params, "config.json")
                 tracker.log_dict(_predictions(data.eval, mode_result.probs), PREDICTIONS)
+                labels = data.eval.labels.numpy()
+                if mode_result.samples is not None:
+                    arrays = {"probs": mode_result.samples.float().numpy(), "labels": labels}
+                    tracker.log_arrays(arrays, SAMPLE_PROBS)
+                if mode_result.tau_probs is not None:
+                    tau = np.asarray(cell.tau_grid, dtype=np.float64)
+                    arrays = {"tau": tau, "probs": mode_result.tau_probs.float().numpy()}
+                    tracker.log_arrays({**arrays, "labels": labels}, TAU_PROBS)
                 if self.save_adapters and result.adapter:
                     tracker.log_directory(lambda d: _write(result.adapter, d), "adapter")
             row = _row(
@@ -129,7 +149,36 @@ class ResultStore:
                 trained=result.trained,
             )
             rows.append((row, mode_result.probs))
+            for ood in mode_result.ood:
+                self._record_ood(cell, mode.name, ood, data.ood[ood.task], params, extra_tags)
         return rows
+
+    def _record_ood(self, cell: Cell, mode: str, ood, dataset, params, extra_tags) -> None:
+        """An out-of-distribution result: the cell's adapter scored on ``ood.task``, a run
+        of kind ``ood`` (never taken for the cell's own results)."""
+        tags = {
+            **result_tags(cell, mode),
+            KIND_TAG: "ood",
+            EVAL_TASK_TAG: ood.task,
+            **(extra_tags or {}),
+        }
+        name = f"{mode}/{cell.task}->{ood.task}/seed{cell.seed}"
+        with self.tracker.run(
+            name, nested=True, params={**params, "eval_task": ood.task}, tags=tags
+        ):
+            self.tracker.log_metrics({**ood.metrics, "eval_time_s": ood.eval_time_s})
+            self.tracker.log_dict(_predictions(dataset, ood.probs), PREDICTIONS)
+
+    def finished_ood(self, cell: Cell) -> dict[tuple[str, str], Any]:
+        """(mode, eval task) -> the newest FINISHED out-of-distribution run of ``cell``."""
+        query = (
+            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'ood' "
+            "AND attributes.status = 'FINISHED'"
+        )
+        newest: dict[tuple[str, str], Any] = {}
+        for run in self.tracker.search_runs(query, order_by=["attributes.start_time DESC"]):
+            newest.setdefault((run.data.tags[MODE_TAG], run.data.tags[EVAL_TASK_TAG]), run)
+        return newest
 
     def record_failure(self, cell: Cell, error: BaseException, data_info: dict) -> None:
         self.tracker.record_failure(

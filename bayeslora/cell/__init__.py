@@ -5,7 +5,7 @@ The unit of work of the bench, the tuner and anything that spreads work over mac
 :func:`run_cell` (``run.py``) computes it and returns a :class:`CellResult`.
 """
 
-from bayeslora.cell.run import CellData, CellResult, ModeResult, run_cell
+from bayeslora.cell.run import CellData, CellResult, ModeResult, OodResult, run_cell
 from bayeslora.cell.spec import Cell
 
-__all__ = ["Cell", "CellData", "CellResult", "ModeResult", "run_cell"]
+__all__ = ["Cell", "CellData", "CellResult", "ModeResult", "OodResult", "run_cell"]

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from bayeslora.cell.spec import Cell
-from bayeslora.methods.modes import PredictionMode
+from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.metrics import compute_metrics
+from bayeslora.metrics.ood import ood_metrics
 from bayeslora.models.classifier import lora_classifier
 from bayeslora.models.loading import loaded_as
 from bayeslora.training.checkpoint import Checkpointer
@@ -33,6 +35,19 @@ class CellData:
     eval: Any
     answer_ids: list[int] | None  # the letters protocol's answer tokens; None: choices scoring
     val: Any = None
+    # the cell's eval_tasks: name -> that task's evaluation data, scored out of distribution
+    ood: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OodResult:
+    """One mode's predictions on another task's questions, and how well its uncertainty
+    tells them from the cell's own (``metrics.ood``)."""
+
+    task: str
+    metrics: dict[str, float]  # the calibration metrics on that task, and ood_* detection
+    probs: Tensor  # [N_ood, K]
+    eval_time_s: float
 
 
 @dataclass
@@ -41,6 +56,9 @@ class ModeResult:
     metrics: dict[str, float]
     probs: Tensor  # [N, K] on the eval data, in its order
     eval_time_s: float
+    samples: Tensor | None = None  # [S, N, K]: a sampled mode's S predictions (S > 1)
+    tau_probs: Tensor | None = None  # [T, N, K]: the predictive at each of cell.tau_grid
+    ood: list[OodResult] = field(default_factory=list)  # one per cell.eval_tasks
 
 
 @dataclass
@@ -104,11 +122,20 @@ def run_cell(
         results = []
         for mode in wanted:
             start = time.perf_counter()
-            probs = method.predict_proba(data.eval, method.declared_mode(mode))
-            check_finite(probs, f"{mode.name} predictions")
+            samples = _predict_samples(method, data.eval, mode)
+            probs = samples.mean(0)
             eval_time = time.perf_counter() - start
-            metrics = compute_metrics(probs, data.eval.labels)
-            results.append(ModeResult(mode, metrics, probs, eval_time))
+            result = ModeResult(mode, compute_metrics(probs, data.eval.labels), probs, eval_time)
+            if len(samples) > 1:
+                result.samples = samples
+            if cell.tau_grid and mode.kind is ModeKind.SAMPLED and method_cls.scales_posterior:
+                result.tau_probs = torch.stack(
+                    [method.predict_samples_at(data.eval, tau).mean(0) for tau in cell.tau_grid]
+                )
+                check_finite(result.tau_probs, f"{mode.name} predictions of the tau curve")
+            for task, dataset in data.ood.items():
+                result.ood.append(_score_ood(method, mode, task, dataset, samples))
+            results.append(result)
         extras = method.extra_metrics()  # after predicting: some report prediction costs
         adapter = _adapter_files(classifier) if save_adapter else None
     return CellResult(
@@ -122,6 +149,26 @@ def run_cell(
         trained=trained,
         model_used=loaded_as(base_model),
     )
+
+
+def _predict_samples(method, data, mode: PredictionMode) -> Tensor:
+    """``[S, N, K]``: a sampled mode's S predictions, any other mode's one."""
+    declared = method.declared_mode(mode)
+    if mode.kind is ModeKind.SAMPLED:
+        samples = method.predict_samples(data, declared)
+    else:
+        samples = method.predict_proba(data, declared).unsqueeze(0)
+    check_finite(samples, f"{mode.name} predictions")
+    return samples
+
+
+def _score_ood(method, mode: PredictionMode, task: str, dataset, in_samples: Tensor) -> OodResult:
+    start = time.perf_counter()
+    out_samples = _predict_samples(method, dataset, mode)
+    probs = out_samples.mean(0)
+    eval_time = time.perf_counter() - start
+    metrics = {**compute_metrics(probs, dataset.labels), **ood_metrics(in_samples, out_samples)}
+    return OodResult(task, metrics, probs, eval_time)
 
 
 def _adapter_files(classifier) -> dict[str, bytes]:

@@ -49,6 +49,12 @@ class Cell:
     context: Mapping[str, Any] = field(default_factory=dict)
     # what a reader of its runs should know (not part of the key): bench.plan fills it
     notes: tuple[str, ...] = ()
+    # Outputs beyond the metrics of its own task, each part of the key when asked for (a
+    # cell finished without them has not computed them): the tasks its adapter is also
+    # scored on (out of distribution; name -> the data identity), and the posterior
+    # scales of the tau curve (methods that scale their posterior's variance only).
+    eval_tasks: Mapping[str, Any] = field(default_factory=dict)
+    tau_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.train.seed != self.seed:
@@ -72,7 +78,16 @@ class Cell:
             "lora": dataclasses.asdict(self.lora),
             "train": train,
             **self.context,
+            **self._outputs(),
         }
+
+    def _outputs(self) -> dict[str, Any]:
+        outputs = {}
+        if self.eval_tasks:
+            outputs["eval_tasks"] = dict(self.eval_tasks)
+        if self.tau_grid:
+            outputs["tau_grid"] = list(self.tau_grid)
+        return {"outputs": outputs} if outputs else {}  # absent: keys as before
 
     @functools.cached_property
     def key(self) -> str:

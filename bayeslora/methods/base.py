@@ -192,6 +192,9 @@ class Method(ABC):
     # Whether fit trains the adapter. One that does not (the zero-shot ``pretrained``) gets
     # no checkpoints, and the tuner leaves it alone (there is nothing to tune).
     trains: ClassVar[bool] = True
+    # Whether the method can scale its posterior's variance at test time (IVON's tau):
+    # such a method implements predict_samples_at, and --tau-grid draws its tau curve.
+    scales_posterior: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -227,6 +230,19 @@ class Method(ABC):
         """Class probabilities ``[N, K]`` for ``data`` in its order; rows sum to one.
 
         ``mode``: one of :meth:`prediction_modes` as declared there (None: the first)."""
+
+    def predict_samples(self, data, mode: PredictionMode | str | None = None) -> Tensor:
+        """The stochastic predictions a SAMPLED mode averages, ``[S, N, K]``, in order: their
+        mean over the first axis is :meth:`predict_proba`'s answer, and the running mean over
+        the first k is the samples curve of the reports. A sampling method overrides this
+        (and answers :meth:`predict_proba` from it); the default is that answer as the one
+        sample."""
+        return self.predict_proba(data, mode).unsqueeze(0)
+
+    def predict_samples_at(self, data, tau: float) -> Tensor:
+        """:meth:`predict_samples` of the sampled mode with the posterior variance scaled by
+        ``tau`` (0: the mean, 1: the posterior), for methods that set ``scales_posterior``."""
+        raise NotImplementedError(f"{self.name} does not scale a posterior (scales_posterior)")
 
     def prediction_modes(self) -> tuple[PredictionMode | str, ...]:
         """The prediction modes this method reports, each logged as its own result row.

@@ -106,8 +106,12 @@ class DeepEnsemble(AdamW):
         return torch.stack(probs)
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
+        return self.predict_samples(data, mode).mean(0)
+
+    def predict_samples(self, data, mode=None) -> torch.Tensor:
+        """Each member's probabilities, ``[members, N, K]``."""
         self._check_mode(mode)
-        return self.member_proba(data).mean(0)
+        return self.member_proba(data)
 
     def extra_metrics(self) -> dict[str, float]:
         return {"members": float(self.config.members)}

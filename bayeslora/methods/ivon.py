@@ -65,6 +65,7 @@ class IVON(Method):
     """IVON-trained LoRA; predicts by posterior averaging ("ivon") and at the mean ("ivon@mean")."""
 
     Config = IVONConfig
+    scales_posterior = True  # tau: the test-time scale of the posterior variance
     # ess and hess_init per task, from the IVON-LoRA paper's code.
     task_defaults = {
         "arc_easy": {"ess": 1e6, "hess_init": 1e-3},
@@ -126,19 +127,33 @@ class IVON(Method):
 
     def predict_proba(self, data, mode=None) -> torch.Tensor:
         mode = self._check_mode(mode)
+        if mode.kind is ModeKind.MEAN:
+            self.model.eval()
+            return predict_logits(self.model, data, self.train_settings.eval_batch_size).softmax(-1)
+        return self.predict_samples(data, mode).mean(0)
+
+    def predict_samples(self, data, mode=None) -> torch.Tensor:
+        """``test_samples`` posterior samples' probabilities, ``[S, N, K]`` (the mean: one)."""
+        mode = self._check_mode(mode)
+        if mode.kind is ModeKind.MEAN:
+            return super().predict_samples(data, mode)
+        return self.predict_samples_at(data, self.config.tau)
+
+    def predict_samples_at(self, data, tau: float) -> torch.Tensor:
+        """:meth:`predict_samples` with the posterior variance scaled by ``tau`` (0: the mean
+        ``test_samples`` times, 1: the posterior); what the tau curve of the reports reads."""
         self.model.eval()
         batch_size = self.train_settings.eval_batch_size
-        if mode.kind is ModeKind.MEAN or self.config.tau == 0:
-            return predict_logits(self.model, data, batch_size).softmax(-1)
+        if tau == 0:  # every sample is the mean: compute it once
+            probs = predict_logits(self.model, data, batch_size).softmax(-1)
+            return probs.expand(self.config.test_samples, *probs.shape)
         # A fixed generator: the same posterior samples every time this is called.
         generator = torch.Generator(device=self.model.device).manual_seed(self.train_settings.seed)
-        probs = 0.0
+        samples = []
         for _ in range(self.config.test_samples):
-            with self.optimizer.sampled_params(
-                train=False, tau=self.config.tau, generator=generator
-            ):
-                probs = probs + predict_logits(self.model, data, batch_size).softmax(-1)
-        return probs / self.config.test_samples
+            with self.optimizer.sampled_params(train=False, tau=tau, generator=generator):
+                samples.append(predict_logits(self.model, data, batch_size).softmax(-1))
+        return torch.stack(samples)
 
     def extra_metrics(self) -> dict[str, float]:
         std = torch.cat([s.flatten() for s in self.optimizer.posterior_std()])

@@ -139,18 +139,25 @@ class SWAG(SWA):
         mode = self._check_mode(mode)
         if mode.kind is ModeKind.MEAN:
             return super().predict_proba(data, mode)  # the model holds θ_SWA
+        return self.predict_samples(data, mode).mean(0)
+
+    def predict_samples(self, data, mode=None) -> torch.Tensor:
+        """``test_samples`` weight samples' probabilities, ``[S, N, K]`` (θ_SWA: one)."""
+        mode = self._check_mode(mode)
+        if mode.kind is ModeKind.MEAN:
+            return super().predict_samples(data, mode)
         model, batch_size = self.model, self.train_settings.eval_batch_size
         # A fixed generator: the same weight samples every time this is called.
         generator = torch.Generator(device=model.device).manual_seed(self.train_settings.seed)
         model.eval()
-        probs = 0.0
+        samples = []
         try:
             for _ in range(self.config.test_samples):
                 model.load_lora_state(self.sample_state(generator))
-                probs = probs + predict_logits(model, data, batch_size).softmax(-1)
+                samples.append(predict_logits(model, data, batch_size).softmax(-1))
         finally:
             model.load_lora_state(self.swa_state)
-        return probs / self.config.test_samples
+        return torch.stack(samples)
 
     def extra_metrics(self) -> dict[str, float]:
         return {

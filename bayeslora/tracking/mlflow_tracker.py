@@ -250,6 +250,17 @@ class MlflowTracker:
             run.info.artifact_uri.rstrip("/") + "/" + artifact_file
         )
 
+    def load_arrays(self, run, artifact_file: str) -> dict[str, Any]:
+        """A numpy ``.npz`` artifact of a run (see :meth:`log_arrays`), as numpy arrays."""
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.mlflow.artifacts.download_artifacts(
+                run.info.artifact_uri.rstrip("/") + "/" + artifact_file, dst_path=tmp
+            )
+            with np.load(path, allow_pickle=False) as archive:  # data only, never objects
+                return {name: archive[name] for name in archive.files}
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = flatten(params)
         items = list(flat.items())
@@ -264,6 +275,18 @@ class MlflowTracker:
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.mlflow.log_dict(data, artifact_file)
+
+    def log_arrays(self, arrays: Mapping[str, Any], artifact_file: str) -> None:
+        """Numpy arrays as one compressed ``.npz`` artifact (``artifact_file`` ends in .npz)."""
+        import numpy as np
+
+        target = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            np.savez_compressed(Path(tmp) / target.name, **arrays)
+            parent = str(target.parent)
+            self.mlflow.log_artifact(
+                str(Path(tmp) / target.name), None if parent == "." else parent
+            )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.mlflow.log_text(text, artifact_file)
