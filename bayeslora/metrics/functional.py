@@ -22,15 +22,20 @@ Conventions, decided once here so that every method in the benchmark is scored a
 * **Arithmetic is float64**, after an exact upcast of the input, so results do not
   depend on the input's precision beyond the values it holds.
 * **Calibration bins** (ECE, MCE, reliability diagrams) are ``n_bins`` equal-width bins
-  over the top-label confidence ``max_k probs[i, k]``: ``[0, 1/M), [1/M, 2/M), ...,
-  [(M-1)/M, 1]``. The last bin is closed, so a confidence of exactly 1.0 (common: float
-  softmax saturates) is counted in it. See :func:`reliability_bins` for why we bin
-  ourselves instead of calling torchmetrics' ``multiclass_calibration_error``.
+  over the top-label confidence ``max_k probs[i, k]``, closed on the right by default as
+  in IVON-LoRA's and Laplace-LoRA's code (Guo et al. 2017): ``[0, 1/M], (1/M, 2/M], ...,
+  ((M-1)/M, 1]``. ``edges=BinEdges.LEFT`` closes them on the left instead, as torchmetrics
+  and ``np.histogram``: ``[0, 1/M), ..., [(M-1)/M, 1]``. The two differ only for a
+  confidence exactly on an interior edge (0.5 of a two-way question, say). Either way a
+  confidence of exactly 1.0 (common: float softmax saturates) is in the last bin. See
+  :func:`reliability_bins` for why we bin ourselves instead of calling torchmetrics'
+  ``multiclass_calibration_error``.
 """
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import NamedTuple
 
 import torch
@@ -38,6 +43,17 @@ from torch import Tensor
 
 DEFAULT_N_BINS = 10
 """Number of calibration bins; 10 as in the Laplace-LoRA and IVON-LoRA papers."""
+
+
+class BinEdges(StrEnum):
+    """Which end of each calibration bin is closed (see the module's conventions)."""
+
+    RIGHT = "right"  # (lo, hi]: IVON-LoRA, Laplace-LoRA and Guo et al. (2017)'s code
+    LEFT = "left"  # [lo, hi): torchmetrics, np.histogram
+
+
+DEFAULT_BIN_EDGES = BinEdges.RIGHT
+"""The papers' convention; ``edges=`` of the binned metrics changes it."""
 
 DEFAULT_NLL_EPS = 1e-12
 """Probabilities are clamped to at least this before the log in :func:`nll`.
@@ -200,16 +216,20 @@ class ReliabilityBins(NamedTuple):
 
 
 def reliability_bins(
-    probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS
+    probs: Tensor,
+    labels: Tensor,
+    n_bins: int = DEFAULT_N_BINS,
+    edges: BinEdges | str = DEFAULT_BIN_EDGES,
 ) -> ReliabilityBins:
     """Bin examples by top-label confidence into ``n_bins`` equal-width bins over [0, 1].
 
-    Bin ``m`` is ``[m/M, (m+1)/M)``, except the last, ``[(M-1)/M, 1]``, which is closed.
-    A confidence exactly on an interior edge goes to the bin above it, as in torchmetrics
-    and ``np.histogram``. (Guo et al. 2017 close the bins on the right instead; the two
-    differ only for confidences exactly on an edge.) The edges are rounded to the dtype
-    of ``probs``, so a float32 confidence of 0.7 counts as *on* the 0.7 edge even though
-    float32(0.7) is a little below 0.7, again as in torchmetrics.
+    ``edges=RIGHT`` (default): bin ``m`` is ``(m/M, (m+1)/M]``, the first ``[0, 1/M]``; a
+    confidence exactly on an interior edge goes to the bin below it, as in the Guo et al.
+    (2017) code that IVON-LoRA and Laplace-LoRA evaluate with. ``edges=LEFT``: bin ``m`` is
+    ``[m/M, (m+1)/M)``, the last ``[(M-1)/M, 1]``; an edge goes to the bin above, as in
+    torchmetrics and ``np.histogram``. The edges are rounded to the dtype of ``probs``,
+    so a float32 confidence of 0.7 counts as *on* the 0.7 edge even though float32(0.7)
+    is a little below 0.7, as in torchmetrics.
 
     Why not torchmetrics' ``multiclass_calibration_error``? In torchmetrics 1.9 it
     deviates from the definition in two ways that matter for LLM outputs:
@@ -234,11 +254,15 @@ def reliability_bins(
 
     # m / n_bins in float64 is the edge correctly rounded (so 3 / 10 == 0.3); rounding it
     # once more to the input dtype makes edges and confidences equally precise.
-    edges = torch.arange(n_bins + 1, dtype=torch.float64, device=p.device) / n_bins
-    edges = edges.to(probs.dtype).to(torch.float64)
-    # right=True: edges[b] <= c < edges[b+1] gives b + 1. The clamp puts c == 1.0 (and
-    # c up to 1 + tolerance, from rounding) into the last bin instead of a bin M.
-    bin_index = (torch.bucketize(confidence, edges, right=True) - 1).clamp(0, n_bins - 1)
+    edges_ = torch.arange(n_bins + 1, dtype=torch.float64, device=p.device) / n_bins
+    edges_ = edges_.to(probs.dtype).to(torch.float64)
+    # bucketize(right=True): edges[b] <= c < edges[b+1] gives b + 1 (bins closed on the
+    # left); right=False: edges[b] < c <= edges[b+1] gives b + 1 (closed on the right).
+    # The clamp puts c == 1.0 (and up to 1 + tolerance, from rounding) into the last bin
+    # when closed on the left, and c == 0 into the first when closed on the right.
+    left_closed = _bin_edges(edges) is BinEdges.LEFT
+    bin_index = torch.bucketize(confidence, edges_, right=left_closed) - 1
+    bin_index = bin_index.clamp(0, n_bins - 1)
 
     count = torch.bincount(bin_index, minlength=n_bins)
     confidence_sum = torch.bincount(bin_index, weights=confidence, minlength=n_bins)
@@ -251,6 +275,14 @@ def reliability_bins(
     )
 
 
+def _bin_edges(edges: BinEdges | str) -> BinEdges:
+    try:
+        return BinEdges(edges)
+    except ValueError:
+        choices = ", ".join(repr(e.value) for e in BinEdges)
+        raise ValueError(f"edges must be one of {choices}, got {edges!r}") from None
+
+
 def _bin_gaps(bins: ReliabilityBins) -> tuple[Tensor, Tensor]:
     """|accuracy - confidence| and weight (share of examples) of each non-empty bin."""
     non_empty = bins.count > 0
@@ -259,19 +291,29 @@ def _bin_gaps(bins: ReliabilityBins) -> tuple[Tensor, Tensor]:
     return gap, weight
 
 
-def ece(probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS) -> Tensor:
+def ece(
+    probs: Tensor,
+    labels: Tensor,
+    n_bins: int = DEFAULT_N_BINS,
+    edges: BinEdges | str = DEFAULT_BIN_EDGES,
+) -> Tensor:
     """Expected calibration error: ``sum_m (n_m / N) * |acc_m - conf_m|`` (L1 norm).
 
     ``acc_m`` and ``conf_m`` are the accuracy and mean top-label confidence of the
     ``n_m`` examples in bin ``m``; bins as in :func:`reliability_bins`.
     """
-    gap, weight = _bin_gaps(reliability_bins(probs, labels, n_bins))
+    gap, weight = _bin_gaps(reliability_bins(probs, labels, n_bins, edges))
     return (weight * gap).sum()
 
 
-def mce(probs: Tensor, labels: Tensor, n_bins: int = DEFAULT_N_BINS) -> Tensor:
+def mce(
+    probs: Tensor,
+    labels: Tensor,
+    n_bins: int = DEFAULT_N_BINS,
+    edges: BinEdges | str = DEFAULT_BIN_EDGES,
+) -> Tensor:
     """Maximum calibration error: ``max_m |acc_m - conf_m|`` over the non-empty bins."""
-    gap, _ = _bin_gaps(reliability_bins(probs, labels, n_bins))
+    gap, _ = _bin_gaps(reliability_bins(probs, labels, n_bins, edges))
     return gap.max()  # at least one bin is non-empty, since N > 0
 
 

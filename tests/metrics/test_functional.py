@@ -24,7 +24,7 @@ from bayeslora.metrics import (
     nll,
     reliability_bins,
 )
-from bayeslora.metrics.functional import DEFAULT_NLL_EPS
+from bayeslora.metrics.functional import DEFAULT_NLL_EPS, BinEdges
 
 # --------------------------------------------------------------------------- reference
 
@@ -56,12 +56,16 @@ def ref_brier(probs: np.ndarray, labels: np.ndarray) -> float:
     return total / len(labels)
 
 
-def ref_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int, edge_dtype=np.float64):
-    """Per-bin (count, confidence sum, correct count); bins [m/M, (m+1)/M), last one closed.
+def ref_bins(
+    probs: np.ndarray, labels: np.ndarray, n_bins: int, edge_dtype=np.float64, edges="right"
+):
+    """Per-bin (count, confidence sum, correct count); bins (m/M, (m+1)/M], the first
+    closed (``edges="right"``), or [m/M, (m+1)/M), the last closed (``"left"``).
 
     The edges m/M are rounded to the input's precision (``edge_dtype``), the documented
     convention for confidences that lie exactly on an edge.
     """
+    left = edges == "left"
     edges = [float(edge_dtype(m / n_bins)) for m in range(n_bins + 1)]
     count = [0] * n_bins
     conf_sum = [0.0] * n_bins
@@ -69,7 +73,9 @@ def ref_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int, edge_dtype=np.f
     for row, y in zip(probs, labels, strict=True):
         predicted, confidence = ref_top_label(row)
         b = 0
-        while b < n_bins - 1 and confidence >= edges[b + 1]:
+        while b < n_bins - 1 and (
+            confidence >= edges[b + 1] if left else confidence > edges[b + 1]
+        ):
             b += 1
         count[b] += 1
         conf_sum[b] += confidence
@@ -77,17 +83,19 @@ def ref_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int, edge_dtype=np.f
     return count, conf_sum, correct
 
 
-def ref_gaps(probs, labels, n_bins, edge_dtype=np.float64) -> list[tuple[float, float]]:
+def ref_gaps(
+    probs, labels, n_bins, edge_dtype=np.float64, edges="right"
+) -> list[tuple[float, float]]:
     """(weight, |accuracy - confidence|) of every non-empty bin."""
-    count, conf_sum, correct = ref_bins(probs, labels, n_bins, edge_dtype)
+    count, conf_sum, correct = ref_bins(probs, labels, n_bins, edge_dtype, edges)
     n = len(labels)
     return [
         (c / n, abs(h / c - s / c)) for c, s, h in zip(count, conf_sum, correct, strict=True) if c
     ]
 
 
-def ref_ece(probs, labels, n_bins, edge_dtype=np.float64) -> float:
-    return sum(w * g for w, g in ref_gaps(probs, labels, n_bins, edge_dtype))
+def ref_ece(probs, labels, n_bins, edge_dtype=np.float64, edges="right") -> float:
+    return sum(w * g for w, g in ref_gaps(probs, labels, n_bins, edge_dtype, edges))
 
 
 def ref_mce(probs, labels, n_bins, edge_dtype=np.float64) -> float:
@@ -256,28 +264,32 @@ def test_confidence_one_shares_the_last_bin():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
 @pytest.mark.parametrize(
-    ("n_bins", "confidence", "expected_bin"),
+    ("n_bins", "confidence", "right_bin", "left_bin"),
     [
-        (10, 0.3, 3),  # an interior edge belongs to the bin above it
-        (10, 0.5, 5),
-        (10, 0.7, 7),  # even in float32, where float32(0.7) < 0.7: edges are rounded too
-        (10, 1.0, 9),  # the last bin is closed
-        (4, 0.25, 1),
-        (4, 0.75, 3),
-        (15, 1.0, 14),
-        (1, 1.0, 0),
+        # an interior edge belongs to the bin below it (right-closed) or above it (left)
+        (10, 0.3, 2, 3),
+        (10, 0.5, 4, 5),
+        (10, 0.7, 6, 7),  # even in float32, where float32(0.7) < 0.7: edges are rounded too
+        (10, 1.0, 9, 9),  # 1.0 is in the last bin either way
+        (4, 0.25, 0, 1),
+        (4, 0.75, 2, 3),
+        (15, 1.0, 14, 14),
+        (1, 1.0, 0, 0),
     ],
 )
-def test_confidence_on_a_bin_edge(dtype, n_bins, confidence, expected_bin):
+def test_confidence_on_a_bin_edge(dtype, n_bins, confidence, right_bin, left_bin):
     k = 4
     rest = (1 - confidence) / (k - 1)  # <= confidence, so class 0 is the top label
     probs = torch.tensor([[confidence] + [rest] * (k - 1)], dtype=dtype)
     labels = torch.tensor([0])
-    count = reliability_bins(probs, labels, n_bins).count
-    assert count.tolist() == [int(m == expected_bin) for m in range(n_bins)]
-    # The reference agrees (it only shares the convention, not the code).
     p, y = as_numpy(probs, labels)
-    assert ref_bins(p, y, n_bins, NUMPY_DTYPE[dtype])[0] == count.tolist()
+    for edges, expected_bin in (("right", right_bin), ("left", left_bin)):
+        count = reliability_bins(probs, labels, n_bins, edges=edges).count
+        assert count.tolist() == [int(m == expected_bin) for m in range(n_bins)]
+        # The reference agrees (it only shares the convention, not the code).
+        assert ref_bins(p, y, n_bins, NUMPY_DTYPE[dtype], edges=edges)[0] == count.tolist()
+    default = reliability_bins(probs, labels, n_bins).count  # the papers' convention
+    assert default.tolist() == [int(m == right_bin) for m in range(n_bins)]
 
 
 def test_confidence_just_below_an_edge_stays_below():
@@ -287,11 +299,31 @@ def test_confidence_just_below_an_edge_stays_below():
 
 
 def test_edge_convention_changes_ece():
-    # 0.5 (right) is in [0.5, 0.6), 0.45 (wrong) in [0.4, 0.5): two bins. Were bins
-    # closed on the right (Guo et al.), both would share (0.4, 0.5] and ECE be 0.025.
+    # Closed on the right (the default, Guo et al.), 0.5 (right) and 0.45 (wrong) share
+    # (0.4, 0.5]: accuracy 0.5, confidence 0.475. Closed on the left, 0.5 is in
+    # [0.5, 0.6) and 0.45 in [0.4, 0.5): two bins.
     probs = torch.tensor([[0.5, 0.3, 0.2], [0.45, 0.35, 0.2]], dtype=torch.float64)
     labels = torch.tensor([0, 1])
-    assert ece(probs, labels).item() == pytest.approx(0.5 * 0.5 + 0.5 * 0.45, abs=1e-15)
+    assert ece(probs, labels).item() == pytest.approx(0.025, abs=1e-15)
+    assert ece(probs, labels, edges="right").item() == pytest.approx(0.025, abs=1e-15)
+    left = ece(probs, labels, edges=BinEdges.LEFT).item()
+    assert left == pytest.approx(0.5 * 0.5 + 0.5 * 0.45, abs=1e-15)
+    with pytest.raises(ValueError, match="edges must be one of 'right', 'left'"):
+        ece(probs, labels, edges="closed")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("edges", ["right", "left"])
+def test_both_conventions_match_the_reference_on_coarse_confidences(seed, edges):
+    # confidences on a 0.05 grid: many lie exactly on edges, where the conventions differ
+    gen = torch.Generator().manual_seed(seed)
+    top = torch.randint(10, 21, (300,), generator=gen).double() / 20
+    probs = torch.stack([top, 1 - top], 1)
+    labels = torch.randint(0, 2, (300,), generator=gen)
+    p, y = as_numpy(probs, labels)
+    for n_bins in (4, 10, 20):
+        expected = ref_ece(p, y, n_bins, edges=edges)
+        assert ece(probs, labels, n_bins, edges).item() == pytest.approx(expected, abs=1e-12)
 
 
 def test_ties_go_to_the_first_class():
@@ -370,7 +402,10 @@ def test_agrees_with_torchmetrics_away_from_its_edge_cases():
         assert probs.max() < 1.0
         for norm, ours in (("l1", ece), ("max", mce)):
             theirs = multiclass_calibration_error(probs, labels, 4, n_bins=10, norm=norm)
-            assert ours(probs, labels).item() == pytest.approx(theirs.item(), abs=1e-6)
+            # torchmetrics closes its bins on the left
+            assert ours(probs, labels, edges="left").item() == pytest.approx(
+                theirs.item(), abs=1e-6
+            )
 
 
 # --------------------------------------------------------------------------- bad input

@@ -48,10 +48,11 @@ def np_brier(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def np_bin_gaps(p: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, |acc - conf|) of each non-empty bin; bins [lo, hi), the last one closed."""
+    """(weight, |acc - conf|) of each non-empty bin; bins (lo, hi], the first one closed
+    (the papers' convention, the registry's default)."""
     conf, correct = p.max(axis=1), (p.argmax(axis=1) == y)
-    # digitize against the interior edges: edges[b] <= c < edges[b+1] gives b; c = 1 gives M-1
-    b = np.digitize(conf, np.arange(1, n_bins) / n_bins, right=False)
+    # digitize against the interior edges: edges[b] < c <= edges[b+1] gives b; c = 0 gives 0
+    b = np.digitize(conf, np.arange(1, n_bins) / n_bins, right=True)
     count = np.bincount(b, minlength=n_bins)
     keep = count > 0
     acc = np.bincount(b, weights=correct, minlength=n_bins)[keep] / count[keep]
