@@ -332,6 +332,12 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
         for row, probs in ctx.store.record(result, task.info, data, tags):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)
+        for mode_result in result.modes:
+            for ood in mode_result.ood:
+                shown = ("accuracy", "ece", "ood_auroc_maxprob", "ood_auroc_entropy")
+                values = "  ".join(f"{m} {ood.metrics[m]:.4f}" for m in shown)
+                label = f"{mode_result.mode.name}/{cell.task}->{ood.task}/seed{cell.seed}"
+                print(f"bayeslora: out of distribution {label}: {values}", file=sys.stderr)
     if not ctx.cfg.keep_checkpoints:  # every result is in the store now
         shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)
     ordered = [results[m] for m in modes]
