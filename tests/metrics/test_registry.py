@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bayeslora.bench.comparison import format_comparisons
-from bayeslora.bench.seed_summary import (
+from bayeslora.report.comparison import format_comparisons
+from bayeslora.report.seed_summary import (
     differences_over_seeds,
     format_seed_summary,
     metrics_over_seeds,
