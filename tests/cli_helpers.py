@@ -21,12 +21,17 @@ TINY_RUN = [
 
 def bench_subprocess(args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
     """``python -m bayeslora.bench ARGS`` offline, with ``pythonpath`` (a fake site) if given."""
+    return module_subprocess("bayeslora.bench", args, cwd, pythonpath=pythonpath)
+
+
+def module_subprocess(module, args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` offline, with ``pythonpath`` if given."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "BAYESLORA_CACHE") if k in os.environ}
     env["HF_HUB_OFFLINE"] = "1"
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
-        [sys.executable, "-m", "bayeslora.bench", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,

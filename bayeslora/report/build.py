@@ -211,13 +211,13 @@ def _same_examples(a: ResultRecord, b: ResultRecord) -> bool:
     return a.labels is not None and b.labels is not None and a.labels.equal(b.labels)
 
 
-def print_report(report: Report, out_dir: Path, file=sys.stdout) -> None:
+def print_report(report: Report, out_dir: Path, file=None) -> None:
     """The table on ``file``; the differences and summaries on stderr, as the bench prints them."""
     for s in report.summaries:
         for text in (s.comparison_text, s.seeds_text):
             if text:
                 print(text, file=sys.stderr)
-    print(report.table.markdown(), file=file)
+    print(report.table.markdown(), file=file or sys.stdout)
     print(
         f"bayeslora.report: wrote {', '.join(str(f) for f in report.files)} to {out_dir}",
         file=sys.stderr,

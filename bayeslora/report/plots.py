@@ -105,18 +105,21 @@ def reliability_figure(task: str, records: Sequence[ResultRecord], n_bins: int =
         ece = float(METRICS["ece"](probs, labels, n_bins=n_bins))
         seeds = sorted({r.seed for r in runs})
         top.set_title(
-            f"{mode}\nECE {ece:.3f} · {len(labels)} answers, {len(seeds)} seed(s)", fontsize=10
+            f"{mode}\npooled ECE {ece:.3f} · {len(labels)} answers, {len(seeds)} seed(s)",
+            fontsize=10,
         )
         top.set(xlim=(0, 1), ylim=(0, 1))
         top.set_ylabel("accuracy in bin")
         top.tick_params(labelbottom=False)
         if i == 0:
-            top.legend(loc="upper left", fontsize=8)
+            handles, names = top.get_legend_handles_labels()
         share = bins.count.numpy() / max(int(bins.count.sum()), 1) * 100
         bottom.bar(centers, share, width, color="tab:gray", edgecolor="black", linewidth=0.6)
         bottom.set_xlabel("confidence (top-class probability)")
         bottom.set_ylabel("% of answers")
         bottom.set_ylim(0, 100)
+    # below the panels: inside one it would hide bars
+    figure.legend(handles, names, loc="outside lower center", ncols=4, fontsize=9)
     figure.suptitle(f"Reliability on {task} ({n_bins} equal-width bins; seeds pooled)", fontsize=12)
     return figure
 
