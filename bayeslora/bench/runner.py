@@ -353,7 +353,7 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
         rows += [row for row, _ in task_results]
         records += [_record(row, probs, task, ctx.cfg.model) for row, probs in task_results]
     baselines = {name: _baseline_mode(ctx.cfg, cells, name) for name in tasks}
-    # mean ± std over seeds of each metric and difference: what training noise leaves
+    # with several seeds, also mean ± std over seeds: what training noise leaves
     for summary in summarise(records, baselines, over_seeds=len(ctx.cfg.seeds) > 1):
         if summary.comparisons:
             text = summary.comparison_text

@@ -84,13 +84,13 @@ def summarise(
     for task, members in tasks.items():
         base_mode = baseline if isinstance(baseline, str) else baseline[task]
         bases = {r.seed: r for r in members if r.mode == base_mode}
-        paired, unpaired = [], []
-        for r in members:
+        comparisons = []
+        for r in members:  # one at a time: each pair has its own examples
             base = bases.get(r.seed)
-            if base is None or r.mode == base_mode or _same_examples(r, base):
-                paired.append((r, r.probs))
-            else:
-                unpaired.append(
+            if r.mode == base_mode:
+                continue
+            if base is not None and not _same_examples(r, base):
+                comparisons.append(
                     {
                         "mode": r.mode,
                         "baseline": base_mode,
@@ -99,8 +99,10 @@ def summarise(
                         "missing": f"scored on other examples than {base_mode} for seed {r.seed}",
                     }
                 )
-        labels = next(iter(bases.values()), members[0]).labels
-        comparisons = compare_to_baseline(paired, labels, base_mode, n_resamples) + unpaired
+                continue
+            pair = [(r, r.probs)] + ([(base, base.probs)] if base is not None else [])
+            labels = (base or r).labels
+            comparisons += compare_to_baseline(pair, labels, base_mode, n_resamples)
         several = over_seeds
         if several is None:
             seeds_per_mode: dict[str, set[int]] = {}
