@@ -39,6 +39,20 @@ def test_report_combines_two_invocations(tmp_path):
         p.name for p in newest.iterdir()
     }
     assert (newest / "plots" / "reliability_arc_easy.png").is_file()
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bayeslora")
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`bayeslora.kind` = 'bench'",
+        order_by=["attributes.start_time DESC"],
+    )
+    logged = {f.path for f in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert {"plots/reliability_arc_easy.png", "plots/reliability_arc_challenge.png"} <= logged
+    assert {"table.md", "table.csv"} <= {
+        f.path for f in client.list_artifacts(parents[0].info.run_id)
+    }
 
     out = tmp_path / "report"
     done = module_subprocess(
