@@ -79,6 +79,7 @@ class PaperTable:
     columns: dict[str, list[Column]]  # group -> its metric columns
     entries: dict[tuple[str, str, str], Entry]  # (mode, group, metric) -> entry
     warnings: list[str]
+    tasks: dict[str, tuple[str, str]]  # group -> (task trained on, task scored on)
 
     def markdown(self) -> str:
         header = ["mode"]
@@ -115,7 +116,7 @@ class PaperTable:
             ["group", "task", "eval_task", "mode", "method", "metric", "mean", "std", "n", "best"]
         )
         for group in self.groups:
-            task, _, eval_task = group.partition("→")
+            task, eval_task = self.tasks[group]
             for mode, method in self.rows:
                 for c in self.columns[group]:
                     e = self.entries.get((mode, group, c.name))
@@ -124,7 +125,7 @@ class PaperTable:
                             [
                                 group,
                                 task,
-                                eval_task or task,
+                                eval_task,
                                 mode,
                                 method,
                                 c.name,
@@ -191,7 +192,8 @@ def paper_table(
             _mark_best([e for (m, g, n), e in entries.items() if g == group and n == c.name], c)
     for w in warnings:
         print(f"bayeslora.report: warning: {w}", file=sys.stderr)
-    return PaperTable(list(rows.items()), order, columns, entries, warnings)
+    tasks = {g: (groups[g][0].task, groups[g][0].eval_task) for g in order}
+    return PaperTable(list(rows.items()), order, columns, entries, warnings, tasks)
 
 
 def _value(record: ResultRecord, name: str) -> float | None:
