@@ -21,6 +21,11 @@ TINY_RUN = [
 
 def bench_subprocess(args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
     """``python -m bayeslora.bench ARGS`` offline, with ``pythonpath`` (a fake site) if given."""
+    return module_subprocess("bayeslora.bench", args, cwd, pythonpath=pythonpath)
+
+
+def module_subprocess(module, args, cwd, *, pythonpath=None) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` offline, with ``pythonpath`` if given."""
     # PYTHONPATH passes through, so that a checkout on it is what the subprocess runs
     keep = ("PATH", "HOME", "BAYESLORA_CACHE", "PYTHONPATH")
     env = {k: os.environ[k] for k in keep if k in os.environ}
@@ -28,7 +33,7 @@ def bench_subprocess(args, cwd, *, pythonpath=None) -> subprocess.CompletedProce
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(
-        [sys.executable, "-m", "bayeslora.bench", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,

@@ -26,21 +26,20 @@ from pathlib import Path
 import torch
 
 from bayeslora.bench.claims import Claims
-from bayeslora.bench.comparison import compare_to_baseline, format_comparisons
 from bayeslora.bench.config import BenchConfig
 from bayeslora.bench.plan import PreparedTask, cell_data, plan_cells
 from bayeslora.bench.prepare import PreparedBench, check_methods, preflight, prepare_bench
 from bayeslora.bench.results import CellFailure, ResultRow, format_table
-from bayeslora.bench.seed_summary import (
-    differences_over_seeds,
-    format_seed_summary,
-    metrics_over_seeds,
-)
 from bayeslora.bench.store import ResultStore
 from bayeslora.cell import Cell, run_cell
 from bayeslora.cell.identity import harness_identity, library_versions
 from bayeslora.models.identity import model_identity
 from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
+from bayeslora.report.build import draw_plots, summarise
+from bayeslora.report.collect import ResultSource
+from bayeslora.report.curves import result_curves
+from bayeslora.report.result import RESULT, ResultRecord
+from bayeslora.report.table import paper_table
 from bayeslora.threads import Worker, worker_threads
 from bayeslora.tracking.mlflow_tracker import (
     MlflowTracker,
@@ -350,35 +349,76 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
 
 def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
     """Per task: differences to the baseline (the first method's first mode), and over
-    seeds; then the whole table, failed cells included. Written to the run directory
-    before it is logged, so that a store failing now loses none of it."""
-    rows, logged = [], []
+    seeds; then the whole table, failed cells included; then the paper-style table and the
+    plots. All with the code of ``python -m bayeslora.report``, on this invocation's results.
+    Written to the run directory before it is logged, so that a store failing now loses
+    none of it."""
+    rows, records, logged = [], [], []
     for task in tasks.values():
         task_results = [r for c in cells if c.task == task.name for r in results.get(c.key, [])]
         rows += [row for row, _ in task_results]
-        baseline = _baseline_mode(ctx.cfg, cells, task.name)
-        comparisons = compare_to_baseline(task_results, task.eval_data.labels, baseline)
-        if comparisons:
-            logged.append(
-                _publish(ctx, "comparison", task.name, format_comparisons(comparisons), comparisons)
-            )
-        if len(ctx.cfg.seeds) > 1 and task_results:
-            # mean ± std over seeds of each metric and difference: what training noise leaves
-            summary = {
-                "metrics": metrics_over_seeds(row for row, _ in task_results),
-                "differences": differences_over_seeds(comparisons),
-            }
-            text = format_seed_summary(summary["metrics"], summary["differences"])
-            logged.append(_publish(ctx, "seeds", task.name, text, summary))
+        records += [_record(row, probs, task, ctx.cfg.model) for row, probs in task_results]
+    baselines = {name: _baseline_mode(ctx.cfg, cells, name) for name in tasks}
+    # with several seeds, also mean ± std over seeds: what training noise leaves
+    for summary in summarise(records, baselines, over_seeds=len(ctx.cfg.seeds) > 1):
+        if summary.comparisons:
+            text = summary.comparison_text
+            logged.append(_publish(ctx, "comparison", summary.task, text, summary.comparisons))
+        if summary.seeds:
+            text = summary.seeds_text
+            logged.append(_publish(ctx, "seeds", summary.task, text, summary.seeds))
     table = format_table(rows, failures=failures)
     (ctx.run_dir / "results.txt").write_text(table + "\n")
     results_json = {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]}
+    paper, plots = _paper_report(ctx, records)
     with _store_guard(ctx, "the results table was being logged (it is in results.txt)"):
         for payload, name in logged:
             ctx.tracker.log_dict(payload, name)
         ctx.tracker.log_text(table, "results.txt")
         ctx.tracker.log_dict(results_json, "results.json")
+        for name, text in paper.items():
+            ctx.tracker.log_text(text, name)
+        if plots:
+            ctx.tracker.log_directory(
+                lambda d: shutil.copytree(ctx.run_dir / "plots", d, dirs_exist_ok=True), "plots"
+            )
     return rows
+
+
+def _record(row: ResultRow, probs: torch.Tensor, task: PreparedTask, model: str) -> ResultRecord:
+    """A result of this invocation as the report reads one from the store."""
+    return ResultRecord(
+        kind=RESULT,
+        method=row.method,
+        mode=row.mode,
+        task=row.task,
+        seed=row.seed,
+        metrics=row.metrics,
+        cell=row.cell,
+        model=model,
+        run_id=row.mlflow_run_id,
+        probs=probs,
+        labels=task.eval_data.labels,
+    )
+
+
+def _paper_report(ctx, records: list[ResultRecord]) -> tuple[dict[str, str], list]:
+    """The paper-style table (``table.md``, ``table.csv``) and the plots (reliability per
+    task; the tau and samples curves of the runs that stored their predictions) in the run
+    directory; returns the table's files by name and the plots written."""
+    if not records:
+        return {}, []
+    table = paper_table(records)
+    paper = {"table.md": table.markdown(), "table.csv": table.csv()}
+    for name, text in paper.items():
+        (ctx.run_dir / name).write_text(text)
+    print(paper["table.md"], file=sys.stderr)
+    try:
+        curves = result_curves(records, ResultSource(ctx.tracker.tracking_uri).arrays)
+    except Exception as err:  # a curve must never fail the bench: the table is done
+        print(f"bayeslora: curves skipped: {describe_error(err)}", file=sys.stderr)
+        curves = {}
+    return paper, draw_plots(records, curves, ctx.run_dir / "plots")
 
 
 def _baseline_mode(cfg: BenchConfig, cells: list[Cell], task: str) -> str:

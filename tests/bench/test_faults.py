@@ -62,8 +62,8 @@ def test_a_diverging_cell_fails_with_its_reason_and_the_others_go_on(tmp_path, c
 def test_comparisons_keep_their_baseline_when_it_is_missing_for_a_seed():
     import torch
 
-    from bayeslora.bench.comparison import compare_to_baseline
     from bayeslora.bench.results import ResultRow
+    from bayeslora.report.comparison import compare_to_baseline
 
     def row(mode, seed):
         return ResultRow(mode, mode, "t", seed, "k", {}, 0.0, 0.0, "r")

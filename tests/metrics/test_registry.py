@@ -12,12 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from bayeslora.bench.comparison import format_comparisons
-from bayeslora.bench.seed_summary import (
-    differences_over_seeds,
-    format_seed_summary,
-    metrics_over_seeds,
-)
 from bayeslora.metrics import calibration_metrics
 from bayeslora.metrics.bootstrap import paired_bootstrap
 from bayeslora.metrics.registry import (
@@ -30,6 +24,12 @@ from bayeslora.metrics.registry import (
     register_metric,
     table_metrics,
     unregister_metric,
+)
+from bayeslora.report.comparison import format_comparisons
+from bayeslora.report.seed_summary import (
+    differences_over_seeds,
+    format_seed_summary,
+    metrics_over_seeds,
 )
 
 # --------------------------------------------------------------------------- references

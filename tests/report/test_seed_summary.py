@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bayeslora.bench.seed_summary import (
+from bayeslora.report.seed_summary import (
     differences_over_seeds,
     format_seed_summary,
     metrics_over_seeds,

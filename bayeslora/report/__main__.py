@@ -1,0 +1,5 @@
+import sys
+
+from bayeslora.report.cli import main
+
+sys.exit(main())
