@@ -23,11 +23,40 @@ names the numbers (``ood_auroc_<score>``, ``ood_fpr95_<score>``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 SCORES = ("maxprob", "entropy", "mi")
 TPR_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class OodMetric:
+    """One logged OOD number: ``name`` = ``ood_<reading>_<score>``."""
+
+    reading: str  # "auroc" or "fpr95"
+    score: str  # one of SCORES
+    higher_is_better: bool
+
+    @property
+    def name(self) -> str:
+        return f"ood_{self.reading}_{self.score}"
+
+    @property
+    def header(self) -> str:
+        return f"{self.reading}({self.score})"
+
+
+# every number ood_metrics can log, in display order (AUROC first, then FPR at 95 % TPR)
+OOD_METRICS: dict[str, OodMetric] = {
+    m.name: m
+    for m in (
+        *(OodMetric("auroc", score, True) for score in SCORES),
+        *(OodMetric("fpr95", score, False) for score in SCORES),
+    )
+}
 
 
 def uncertainty_scores(samples: Tensor) -> dict[str, Tensor]:
@@ -65,13 +94,13 @@ def detection(in_scores: Tensor, out_scores: Tensor) -> tuple[float, float]:
 def ood_metrics(in_samples: Tensor, out_samples: Tensor) -> dict[str, float]:
     """``ood_auroc_<score>`` and ``ood_fpr95_<score>`` for each score both sides have."""
     inside, outside = uncertainty_scores(in_samples), uncertainty_scores(out_samples)
-    metrics = {}
+    readings = {}
     for score in SCORES:
         if score in inside and score in outside:
             auroc, fpr95 = detection(inside[score], outside[score])
-            metrics[f"ood_auroc_{score}"] = auroc
-            metrics[f"ood_fpr95_{score}"] = fpr95
-    return metrics
+            readings[OodMetric("auroc", score, True).name] = auroc
+            readings[OodMetric("fpr95", score, False).name] = fpr95
+    return {name: readings[name] for name in OOD_METRICS if name in readings}
 
 
 def _entropy(probs: Tensor) -> Tensor:

@@ -16,19 +16,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bayeslora.metrics.ood import OOD_METRICS
 from bayeslora.metrics.registry import METRICS, Direction, UnknownMetricError, table_metrics
 from bayeslora.report.result import ResultRecord
 
-# Out-of-distribution detection scores: logged by the OOD runs, not functions of
-# (probs, labels), so not in the metric registry. Name = ood_<score>_<uncertainty>.
-OOD_METRIC = re.compile(r"ood_(auroc|fpr95)_(maxprob|entropy|mi)")
-_OOD_DIRECTION = {"auroc": Direction.HIGHER, "fpr95": Direction.LOWER}
+# Out-of-distribution detection scores (OOD_METRICS) are logged by the OOD runs; they are
+# not functions of (probs, labels), so not in the metric registry.
 
 
 @dataclass(frozen=True)
@@ -47,10 +45,10 @@ def column(name: str) -> Column:
     if name in METRICS:
         m = METRICS[name]
         return Column(m.name, m.header, m.fmt, m.direction)
-    ood = OOD_METRIC.fullmatch(name)
-    if ood:
-        score, uncertainty = ood.groups()
-        return Column(name, f"{score}({uncertainty})", ".4f", _OOD_DIRECTION[score])
+    if name in OOD_METRICS:
+        ood = OOD_METRICS[name]
+        direction = Direction.HIGHER if ood.higher_is_better else Direction.LOWER
+        return Column(name, ood.header, ".4f", direction)
     raise UnknownMetricError(
         f"unknown metric {name!r}; the table can show: {', '.join(METRICS)} and the OOD "
         "scores ood_{auroc,fpr95}_{maxprob,entropy,mi}"
@@ -170,8 +168,8 @@ def paper_table(
         members = groups[group]
         group_columns = list(chosen)
         if metrics is None and not members[0].in_distribution:  # the OOD scores it logged
-            logged = {name for r in members for name in r.metrics if OOD_METRIC.fullmatch(name)}
-            group_columns += [column(n) for n in sorted(logged, key=_ood_order)]
+            logged = {name for r in members for name in r.metrics}
+            group_columns += [column(n) for n in OOD_METRICS if n in logged]
         group_columns = [
             c for c in group_columns if any(_value(r, c.name) is not None for r in members)
         ]
@@ -222,8 +220,3 @@ def _duplicate_seeds(group: str, mode: str, runs: list[ResultRecord]) -> list[st
         for seed, cells in seeds.items()
         if len(cells) > 1
     ]
-
-
-def _ood_order(name: str) -> tuple:
-    score, uncertainty = OOD_METRIC.fullmatch(name).groups()
-    return (score != "auroc", ["maxprob", "entropy", "mi"].index(uncertainty))
