@@ -143,7 +143,7 @@ class MlflowTracker:
         description: str | None = None,
     ):
         """``artifact_dir``: where a new experiment of a SQLite store keeps its artifacts;
-        ``description``: the experiment's, shown on its page."""
+        ``description``: the experiment's, shown on its page, if it has none yet."""
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         apply_http_retry_defaults()
@@ -175,8 +175,10 @@ class MlflowTracker:
                     time.sleep(2.0)
             self.experiment_id = mlflow.set_experiment(experiment).experiment_id
         client = mlflow.MlflowClient(tracking_uri)
-        client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
-        if description:
+        tags = client.get_experiment(self.experiment_id).tags
+        if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        if description and not tags.get(NOTE_TAG):  # one a user wrote in the UI stays
             client.set_experiment_tag(self.experiment_id, NOTE_TAG, description)
 
     def _ensure_experiment(self, experiment: str, artifact_dir: str | Path | None) -> None:

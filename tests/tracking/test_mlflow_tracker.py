@@ -119,10 +119,13 @@ def test_the_experiment_is_marked_model_training_and_described(tmp_path):
     tags = tracker.mlflow.MlflowClient().get_experiment(tracker.experiment_id).tags
     assert tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND == "custom_model_development"
     assert tags[NOTE_TAG] == "what it is"
-    # opened again (a later bench): still marked, description kept up to date
-    MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art", "new text")
-    tags = tracker.mlflow.MlflowClient().get_experiment(tracker.experiment_id).tags
-    assert tags[NOTE_TAG] == "new text"
+    # a description the user wrote in the UI stays; the kind is put back
+    client = tracker.mlflow.MlflowClient()
+    client.set_experiment_tag(tracker.experiment_id, NOTE_TAG, "the user's")
+    client.delete_experiment_tag(tracker.experiment_id, EXPERIMENT_KIND_TAG)
+    MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art", "ours")
+    tags = client.get_experiment(tracker.experiment_id).tags
+    assert tags[NOTE_TAG] == "the user's" and tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
     assert ui_path(tracker.experiment_id) == (
         f"/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
     )
