@@ -36,9 +36,10 @@ from bayeslora.bench.seed_summary import (
     format_seed_summary,
     metrics_over_seeds,
 )
-from bayeslora.bench.store import EXPERIMENT_DESCRIPTION, ResultStore
+from bayeslora.bench.store import EXPERIMENT_DESCRIPTION, RESULTS_VIEW, ResultStore
 from bayeslora.cell import Cell, run_cell
 from bayeslora.cell.identity import harness_identity, library_versions
+from bayeslora.metrics.registry import table_metrics
 from bayeslora.models.identity import model_identity
 from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
 from bayeslora.threads import Worker, worker_threads
@@ -150,7 +151,7 @@ def _bench_description(cfg: BenchConfig, run_dir: Path) -> str:
 
 def _ui_hint(tracker: MlflowTracker) -> str:
     """Where to look at the runs in the MLflow UI, in its model-training layout."""
-    uri, page = tracker.tracking_uri, ui_path(tracker.experiment_id)
+    uri, page = tracker.tracking_uri, ui_path(tracker.experiment_id, RESULTS_VIEW)
     if uri.startswith(("http://", "https://")):
         return f"bayeslora: MLflow UI: {mask_url(uri).rstrip('/')}{page}"
     return (
@@ -274,6 +275,7 @@ def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
         artifact_dir=output_dir / "mlartifacts",
         description=EXPERIMENT_DESCRIPTION,
     )
+    tracker.share_view(RESULTS_VIEW, [m.name for m in table_metrics()])
     print(
         f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {worker.threads} torch thread(s) "
         f"on {worker.cores} core(s); results in {run_dir}, MLflow store "

@@ -31,6 +31,7 @@ CELL_TAG = "bayeslora.cell"
 KIND_TAG = "bayeslora.kind"
 MODE_TAG = "bayeslora.mode"
 PREDICTIONS = "predictions.json"
+RESULTS_VIEW = "bayeslora-results"  # the runs table with the results table's metrics
 # The experiment's description on its MLflow page.
 EXPERIMENT_DESCRIPTION = (
     "Results of the bayeslora benchmark. Each `bench-<time>` run is one invocation of "

@@ -37,6 +37,9 @@ DIGEST_LENGTH = 12
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (Markdown) in the UI
+# + a key: a view of the runs table kept in the experiment, as the UI's "share" button keeps
+# one; the URL parameter ``viewStateShareKey=<key>`` opens it (:func:`ui_path`).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
 # MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2: about
 # 4 minutes before a stopped server is reported, for every request. Ours unless the user
 # set them: 4 retries, factor 1 (about 15 s), enough for a server restart or a network blip.
@@ -68,10 +71,12 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
-def ui_path(experiment_id: str) -> str:
-    """The MLflow UI's page of an experiment's runs, in the model-training layout (append it
-    to the server's address)."""
-    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def ui_path(experiment_id: str, view: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs, in the model-training layout, in the
+    shared ``view`` if given (:meth:`MlflowTracker.share_view`); append it to the server's
+    address."""
+    path = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return path + (f"&viewStateShareKey={view}" if view else "")
 
 
 def _millis(unix_seconds: float | None) -> int | None:
@@ -270,6 +275,15 @@ class MlflowTracker:
             self.mlflow.end_run(status=status)
         except Exception:
             _forget_active_runs(run.info.run_id)  # only this one: its parent goes on
+
+    def share_view(self, key: str, metrics: list[str]) -> None:
+        """Keep in the experiment a view of its runs table with the Dataset column and
+        ``metrics`` as columns (MLflow shows no metric column by default), for
+        :func:`ui_path` ``(experiment_id, key)``."""
+        columns = ["attributes.`Dataset`", *(f"metrics.`{m}`" for m in metrics)]
+        self.mlflow.MlflowClient(self.tracking_uri).set_experiment_tag(
+            self.experiment_id, SHARED_VIEW_TAG + key, json.dumps({"selectedColumns": columns})
+        )
 
     def answers(self) -> bool:
         """Whether the store can be reached now (a server URL: a TCP connection in seconds)."""

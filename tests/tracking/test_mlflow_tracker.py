@@ -7,6 +7,7 @@ from bayeslora.tracking.mlflow_tracker import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
     NOTE_TAG,
+    SHARED_VIEW_TAG,
     MlflowTracker,
     default_tracking_uri,
     flatten,
@@ -193,3 +194,17 @@ def test_a_dataset_input_says_what_a_run_used(tmp_path):
     assert json.loads(used.dataset.source) == {"tags": {"split": "validation"}}
     assert json.loads(used.dataset.profile) == {"num_rows": 16}
     assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "eval"
+
+
+def test_a_shared_view_of_the_runs_table_shows_the_metrics_given(tmp_path):
+    import json
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    tracker.share_view("v", ["accuracy", "ece"])
+    tags = tracker.mlflow.MlflowClient().get_experiment(tracker.experiment_id).tags
+    assert json.loads(tags[SHARED_VIEW_TAG + "v"]) == {
+        "selectedColumns": ["attributes.`Dataset`", "metrics.`accuracy`", "metrics.`ece`"]
+    }
+    assert ui_path("3", "v") == (
+        "/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=v"
+    )

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from bayeslora.bench.store import EXPERIMENT_DESCRIPTION
+from bayeslora.bench.store import EXPERIMENT_DESCRIPTION, RESULTS_VIEW
 from bayeslora.tracking.mlflow_tracker import (
     DIGEST_LENGTH,
     EXPERIMENT_KIND_TAG,
@@ -126,8 +126,8 @@ def test_the_store_holds_what_the_ui_reads(store):
     ivon, mean = results["ivon"], results["ivon@mean"]
     assert (ivon.info.start_time, ivon.info.end_time) == (mean.info.start_time, mean.info.end_time)
     assert "other modes: ivon@mean" in ivon.data.tags[NOTE_TAG]
-    # the bench says where to look
-    assert ui_path(experiment.experiment_id) in store["stderr"]
+    # the bench says where to look: the runs table in a view with the calibration metrics
+    assert ui_path(experiment.experiment_id, RESULTS_VIEW) in store["stderr"]
 
 
 # --- in the browser -------------------------------------------------------------------
@@ -247,13 +247,14 @@ def _seconds(shown: str) -> float:
     return float(value) * {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}[unit]
 
 
-def test_the_runs_page_shows_the_runs_their_data_and_durations(store, server, browser, screenshots):
+def test_the_runs_page_shows_the_runs_their_data_and_durations(store, server, browser):
     from selenium.webdriver.common.by import By
 
     experiment_id = store["experiment"].experiment_id
     parent = store["parent"]
     link = f"//a[normalize-space(.)='{parent.info.run_name}']"
-    _open(browser, server + ui_path(experiment_id), lambda b: b.find_elements(By.XPATH, link))
+    page = server + ui_path(experiment_id, RESULTS_VIEW)  # as the bench prints it
+    _open(browser, page, lambda b: b.find_elements(By.XPATH, link))
     # the model-training layout: the runs table, not the GenAI overview of traces
     assert "/runs" in browser.current_url and "workflowType=machine_learning" in (
         browser.current_url
@@ -283,6 +284,9 @@ def test_the_runs_page_shows_the_runs_their_data_and_durations(store, server, br
         assert f"{eval_input.name} ({eval_input.digest})" in cells["attributes.`Dataset`"]
         shown, stored = _seconds(cells["duration"]), (run.info.end_time - run.info.start_time)
         assert shown == pytest.approx(stored / 1000, rel=0.1, abs=0.06), cells["duration"]
+        for name in CALIBRATION:  # the view's metric columns
+            shown = float(cells[f"metrics.`{name}`"])
+            assert shown == pytest.approx(run.data.metrics[name], abs=6e-4), name
 
 
 # The compare view's metrics table: two virtualized grids (names; values), rows 45 px apart,
