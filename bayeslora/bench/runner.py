@@ -154,10 +154,8 @@ def _ui_hint(tracker: MlflowTracker) -> str:
     uri, page = tracker.tracking_uri, ui_path(tracker.experiment_id, RESULTS_VIEW)
     if uri.startswith(("http://", "https://")):
         return f"bayeslora: MLflow UI: {mask_url(uri).rstrip('/')}{page}"
-    return (
-        f"bayeslora: to look at the runs: mlflow server --backend-store-uri {uri} --host "
-        f"127.0.0.1 --port 5000 --workers 1, then open http://127.0.0.1:5000{page}"
-    )
+    server = "mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri"
+    return f"bayeslora: to look at the runs: {server} {uri}, then open http://127.0.0.1:5000{page}"
 
 
 def _run(ctx, prepared: PreparedBench, tune) -> tuple[list[ResultRow], list[CellFailure]]:
