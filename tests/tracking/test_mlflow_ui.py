@@ -247,7 +247,7 @@ def _seconds(shown: str) -> float:
     return float(value) * {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}[unit]
 
 
-def test_the_runs_page_shows_the_runs_their_data_and_durations(store, server, browser):
+def test_the_runs_page_shows_the_runs_their_data_and_durations(store, browser, server):
     from selenium.webdriver.common.by import By
 
     experiment_id = store["experiment"].experiment_id
@@ -324,7 +324,7 @@ def _compared_values(browser, metric: str) -> list[str]:
     raise AssertionError(f"metric {metric} not in the compare view's metrics table")
 
 
-def test_the_compare_view_puts_the_calibration_metrics_first(store, server, browser, screenshots):
+def test_the_compare_view_puts_the_calibration_metrics_first(store, browser, server, screenshots):
     from selenium.webdriver.common.by import By
 
     experiment_id = store["experiment"].experiment_id
@@ -384,7 +384,7 @@ def _choose_in_plot(browser, choices: dict[str, list[str]]) -> None:
         typed.send_keys(Keys.ESCAPE)
 
 
-def test_the_parent_run_holds_the_tables_and_plots(store, server, browser):
+def test_the_parent_run_holds_the_tables_and_plots(store, browser, server):
     from selenium.webdriver.common.by import By
 
     parent = store["parent"]
