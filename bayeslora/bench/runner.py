@@ -30,9 +30,10 @@ from bayeslora.bench.config import BenchConfig
 from bayeslora.bench.plan import PreparedTask, cell_data, plan_cells
 from bayeslora.bench.prepare import PreparedBench, check_methods, preflight, prepare_bench
 from bayeslora.bench.results import CellFailure, ResultRow, format_table
-from bayeslora.bench.store import ResultStore
+from bayeslora.bench.store import EXPERIMENT_DESCRIPTION, RESULTS_VIEW, ResultStore
 from bayeslora.cell import Cell, run_cell
 from bayeslora.cell.identity import harness_identity, library_versions
+from bayeslora.metrics.registry import table_metrics
 from bayeslora.models.identity import model_identity
 from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
 from bayeslora.report.build import draw_plots, summarise
@@ -46,6 +47,7 @@ from bayeslora.tracking.mlflow_tracker import (
     TrackingStoreError,
     default_tracking_uri,
     describe_error,
+    ui_path,
 )
 from bayeslora.tracking.urls import mask_url
 from bayeslora.training.checkpoint import Checkpointer
@@ -123,9 +125,36 @@ def run_prepared(prepared: PreparedBench, tune=None) -> tuple[list[ResultRow], l
         ctx, stamp = _open(prepared, worker)
         with _store_guard(ctx, "the bench run was being closed"):
             with ctx.tracker.run(
-                f"bench-{stamp}", params=ctx.common_params, tags={"bayeslora.kind": "bench"}
+                f"bench-{stamp}",
+                params=ctx.common_params,
+                tags={"bayeslora.kind": "bench"},
+                description=_bench_description(ctx.cfg, ctx.run_dir),
             ):
-                return _run(ctx, prepared, tune)
+                outcome = _run(ctx, prepared, tune)
+        print(_ui_hint(ctx.tracker), file=sys.stderr)
+        return outcome
+
+
+def _bench_description(cfg: BenchConfig, run_dir: Path) -> str:
+    """The parent run's description in the MLflow UI (Markdown)."""
+    return (
+        f"One `bench` invocation: methods {', '.join(cfg.methods)}; tasks "
+        f"{', '.join(cfg.tasks)}; seeds {', '.join(str(s) for s in cfg.seeds)}; model "
+        f"`{cfg.model}`, preset {cfg.preset}, {cfg.steps} steps.\n\n"
+        "Its results are the runs nested under it (`<mode>/<task>/seed<n>`). Its artifacts "
+        "are the tables (`results.txt`, `results.json`, `comparison_<task>.json`, "
+        "`seeds_<task>.json` with several seeds) and the plots (`plots/`); the same files are "
+        f"in `{run_dir}`."
+    )
+
+
+def _ui_hint(tracker: MlflowTracker) -> str:
+    """Where to look at the runs in the MLflow UI, in its model-training layout."""
+    uri, page = tracker.tracking_uri, ui_path(tracker.experiment_id, RESULTS_VIEW)
+    if uri.startswith(("http://", "https://")):
+        return f"bayeslora: MLflow UI: {mask_url(uri).rstrip('/')}{page}"
+    server = "mlflow server --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri"
+    return f"bayeslora: to look at the runs: {server} {uri}, then open http://127.0.0.1:5000{page}"
 
 
 def _run(ctx, prepared: PreparedBench, tune) -> tuple[list[ResultRow], list[CellFailure]]:
@@ -241,7 +270,9 @@ def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
         cfg.tracking_uri or default_tracking_uri(output_dir),
         cfg.experiment,
         artifact_dir=output_dir / "mlartifacts",
+        description=EXPERIMENT_DESCRIPTION,
     )
+    tracker.share_view(RESULTS_VIEW, [m.name for m in table_metrics()])
     print(
         f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {worker.threads} torch thread(s) "
         f"on {worker.cores} core(s); results in {run_dir}, MLflow store "

@@ -3,7 +3,13 @@
 Default store: SQLite in the output directory (``runs/mlflow.db``), because MLflow 3.13+
 refuses the plain file store; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` (an
 ``mlflow server`` URL included) override it. Artifacts of a new experiment go next to
-the database (``runs/mlartifacts``) unless the server decides otherwise.
+the database (``runs/mlartifacts``) unless the server decides otherwise; so do those of the
+store's Default experiment, which MLflow would otherwise put in the working directory.
+
+What the MLflow UI shows comes from here: the experiment is marked as model training
+(:data:`EXPERIMENT_KIND_TAG`), runs carry descriptions (:data:`NOTE_TAG`), dataset inputs
+(:meth:`MlflowTracker.log_dataset`) and, where the caller knows them, the real start and end
+of the work they record (``run(start_time=..., end_time=...)``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,18 @@ from typing import Any
 from bayeslora.tracking.process import HOST_TAG, PID_TAG, is_gone, process_tags
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+# A dataset's digest as the UI shows it (MLflow's limit is 36 characters; its own are 8)
+DIGEST_LENGTH = 12
+# The experiment's kind: MLflow's UI opens an experiment of this kind in its model-training
+# layout (runs, metrics, charts) rather than the GenAI one (traces, judges, prompts). MLflow
+# 3.17's UI takes the layout from a per-browser switch instead (the ``workflowType=
+# machine_learning`` URL parameter, see :func:`ui_path`); the tag still says what this is.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (Markdown) in the UI
+# + a key: a view of the runs table kept in the experiment, as the UI's "share" button keeps
+# one; the URL parameter ``viewStateShareKey=<key>`` opens it (:func:`ui_path`).
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
 # MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2: about
 # 4 minutes before a stopped server is reported, for every request. Ours unless the user
 # set them: 4 retries, factor 1 (about 15 s), enough for a server restart or a network blip.
@@ -53,6 +71,18 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
+def ui_path(experiment_id: str, view: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs, in the model-training layout, in the
+    shared ``view`` if given (:meth:`MlflowTracker.share_view`); append it to the server's
+    address."""
+    path = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return path + (f"&viewStateShareKey={view}" if view else "")
+
+
+def _millis(unix_seconds: float | None) -> int | None:
+    return None if unix_seconds is None else int(unix_seconds * 1000)
+
+
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """{"lora": {"r": 8}} → {"lora.r": "8"}; long values are cut to MLflow's limit."""
     flat: dict[str, str] = {}
@@ -80,6 +110,20 @@ def _first_open_lock(tracking_uri: str):
     return filelock.FileLock(f"{path}.open.lock")
 
 
+def _create_sqlite_store(tracking_uri: str, artifact_dir: str | Path | None) -> None:
+    """Create a new SQLite store with ``artifact_dir`` as its artifact root. MLflow creates
+    the store's Default experiment (id 0) the first time it opens a database, with its
+    artifacts under the root it was given: through the tracking API, ``./mlruns`` in whatever
+    directory the process runs in. An existing database is left as it is."""
+    if not (artifact_dir and tracking_uri.startswith("sqlite:///")):
+        return
+    if Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(tracking_uri, Path(artifact_dir).resolve().as_uri())
+
+
 def _forget_active_runs(run_id: str | None = None) -> None:
     """Drop this thread's active MLflow run ``run_id`` (None: all of them) without a request
     to the store. MLflow has no public call for it: ``end_run`` asks the (dead) server, and
@@ -96,7 +140,15 @@ def _forget_active_runs(run_id: str | None = None) -> None:
 class MlflowTracker:
     """Parent run per bench invocation, child runs nested under it."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_dir: str | Path | None = None,
+        description: str | None = None,
+    ):
+        """``artifact_dir``: where a new experiment of a SQLite store keeps its artifacts;
+        ``description``: the experiment's, shown on its page, if it has none yet."""
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         apply_http_retry_defaults()
@@ -114,6 +166,7 @@ class MlflowTracker:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = user_uri
         with _first_open_lock(tracking_uri):
+            _create_sqlite_store(tracking_uri, artifact_dir)
             for attempt in range(3):
                 try:
                     self._ensure_experiment(experiment, artifact_dir)
@@ -126,6 +179,12 @@ class MlflowTracker:
                         raise
                     time.sleep(2.0)
             self.experiment_id = mlflow.set_experiment(experiment).experiment_id
+        client = mlflow.MlflowClient(tracking_uri)
+        tags = client.get_experiment(self.experiment_id).tags
+        if tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+            client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        if description and not tags.get(NOTE_TAG):  # one a user wrote in the UI stays
+            client.set_experiment_tag(self.experiment_id, NOTE_TAG, description)
 
     def _ensure_experiment(self, experiment: str, artifact_dir: str | Path | None) -> None:
         mlflow = self.mlflow
@@ -149,12 +208,24 @@ class MlflowTracker:
         nested: bool = False,
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
+        description: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
     ) -> Iterator[Any]:
         """A run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM) — never
         left RUNNING by this process; tagged with the process, so that a later one can mark
-        it FAILED if this process is killed outright (:meth:`fail_orphans`)."""
+        it FAILED if this process is killed outright (:meth:`fail_orphans`).
+
+        ``description``: shown on the run's page; ``start_time``, ``end_time`` (unix
+        seconds): when the work it records began and ended, if not now (a result recorded
+        after its computation), so that the UI's times and durations are the work's."""
         tags = {**process_tags(), **(tags or {})}
-        run = self.mlflow.start_run(run_name=name, nested=nested, tags=tags)
+        if description:
+            tags[NOTE_TAG] = description
+        if start_time is None:
+            run = self.mlflow.start_run(run_name=name, nested=nested, tags=tags)
+        else:
+            run = self._start_at(name, nested, tags, start_time)
         try:
             if params:
                 self.log_params(params)
@@ -170,6 +241,31 @@ class MlflowTracker:
             raise
         else:
             self.mlflow.end_run(status="FINISHED")
+            if end_time is not None:
+                self.mlflow.MlflowClient(self.tracking_uri).set_terminated(
+                    run.info.run_id, "FINISHED", end_time=_millis(end_time)
+                )
+
+    def _start_at(self, name: str, nested: bool, tags: dict, start_time: float):
+        """``mlflow.start_run`` for a run that began at ``start_time``, which it cannot set:
+        the run is created with MLflow's default tags (source, user, parent), then made
+        the active run."""
+        from mlflow.tracking.context.registry import resolve_tags
+
+        mlflow = self.mlflow
+        parent = mlflow.active_run()
+        if parent is not None and not nested:
+            raise RuntimeError(f"run {parent.info.run_id} is already active; pass nested=True")
+        tags = {**tags, "mlflow.runName": name}
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent.info.run_id
+        created = mlflow.MlflowClient(self.tracking_uri).create_run(
+            self.experiment_id,
+            start_time=_millis(start_time),
+            tags=resolve_tags(tags),
+            run_name=name,
+        )
+        return mlflow.start_run(run_id=created.info.run_id, nested=nested)
 
     def _end(self, run, status: str, reason: str) -> None:
         """End ``run`` with ``status`` while an exception propagates: a store that fails
@@ -179,6 +275,15 @@ class MlflowTracker:
             self.mlflow.end_run(status=status)
         except Exception:
             _forget_active_runs(run.info.run_id)  # only this one: its parent goes on
+
+    def share_view(self, key: str, metrics: list[str]) -> None:
+        """Keep in the experiment a view of its runs table with the Dataset column and
+        ``metrics`` as columns (MLflow shows no metric column by default), for
+        :func:`ui_path` ``(experiment_id, key)``."""
+        columns = ["attributes.`Dataset`", *(f"metrics.`{m}`" for m in metrics)]
+        self.mlflow.MlflowClient(self.tracking_uri).set_experiment_tag(
+            self.experiment_id, SHARED_VIEW_TAG + key, json.dumps({"selectedColumns": columns})
+        )
 
     def answers(self) -> bool:
         """Whether the store can be reached now (a server URL: a TCP connection in seconds)."""
@@ -272,6 +377,28 @@ class MlflowTracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dataset(
+        self, name: str, digest: str, context: str, source: Mapping[str, Any], rows: int
+    ) -> None:
+        """Record that the active run used a dataset (``context``: what for, e.g. "eval"):
+        its ``name``, ``digest`` (a hex hash of its contents, cut to :data:`DIGEST_LENGTH`),
+        where it came from (``source``, shown as JSON) and its size. The UI's Dataset column
+        shows "name (digest)"."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        class Examples(MetaDataset):  # a MetaDataset (no data, only what identifies it), sized
+            @property
+            def profile(self) -> dict[str, int]:
+                return {"num_rows": rows}
+
+            def to_dict(self) -> dict[str, str]:
+                return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+        source_info = {k: str(v) for k, v in source.items()}
+        dataset = Examples(CodeDatasetSource(source_info), name, digest[:DIGEST_LENGTH])
+        self.mlflow.log_input(dataset, context=context)
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.mlflow.log_dict(data, artifact_file)

@@ -2,7 +2,17 @@ import os
 
 import pytest
 
-from bayeslora.tracking.mlflow_tracker import MlflowTracker, default_tracking_uri, flatten
+from bayeslora.tracking.mlflow_tracker import (
+    DIGEST_LENGTH,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    NOTE_TAG,
+    SHARED_VIEW_TAG,
+    MlflowTracker,
+    default_tracking_uri,
+    flatten,
+    ui_path,
+)
 
 
 def test_flatten_nests_and_cuts():
@@ -101,3 +111,100 @@ def test_process_tags_tell_live_dead_and_unknown_processes_apart(monkeypatch):
     monkeypatch.setattr(process, "_start_time", lambda pid: None)
     assert not process.is_gone({**here, process.PID_TAG: "1"})  # init exists
     assert not process.is_gone({})
+
+
+def test_the_experiment_is_marked_model_training_and_described(tmp_path):
+    tracker = MlflowTracker(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art", description="what it is"
+    )
+    tags = tracker.mlflow.MlflowClient().get_experiment(tracker.experiment_id).tags
+    assert tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND == "custom_model_development"
+    assert tags[NOTE_TAG] == "what it is"
+    # a description the user wrote in the UI stays; the kind is put back
+    client = tracker.mlflow.MlflowClient()
+    client.set_experiment_tag(tracker.experiment_id, NOTE_TAG, "the user's")
+    client.delete_experiment_tag(tracker.experiment_id, EXPERIMENT_KIND_TAG)
+    MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art", "ours")
+    tags = client.get_experiment(tracker.experiment_id).tags
+    assert tags[NOTE_TAG] == "the user's" and tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    assert ui_path(tracker.experiment_id) == (
+        f"/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+def test_a_new_sqlite_stores_default_experiment_keeps_its_artifacts_with_ours(
+    tmp_path, monkeypatch
+):
+    # MLflow would put them in ./mlruns/0 of whatever directory the bench runs in
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    default = tracker.mlflow.MlflowClient().get_experiment("0")
+    assert default.name == "Default"
+    assert default.artifact_location == (tmp_path / "art" / "0").as_uri()
+    assert not (workdir / "mlruns").exists()
+
+
+def test_a_run_can_span_the_work_it_records_and_describe_it(tmp_path):
+    import time
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    began, ended = time.time() - 120.0, time.time() - 30.0
+    with tracker.run("parent") as parent:
+        with tracker.run(
+            "child",
+            nested=True,
+            tags={"k": "v"},
+            description="**what** it is",
+            start_time=began,
+            end_time=ended,
+        ) as child:
+            tracker.log_metrics({"m": 1.0})
+    run = tracker.mlflow.MlflowClient().get_run(child.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert (run.info.start_time, run.info.end_time) == (int(began * 1000), int(ended * 1000))
+    assert run.info.run_name == "child" and run.data.metrics == {"m": 1.0}
+    tags = run.data.tags
+    assert tags["mlflow.parentRunId"] == parent.info.run_id
+    assert tags[NOTE_TAG] == "**what** it is" and tags["k"] == "v"
+    assert "mlflow.user" in tags and "mlflow.source.name" in tags  # as start_run sets them
+    assert tracker.mlflow.active_run() is None  # both ended
+
+
+def test_a_spanning_run_that_fails_ends_failed(tmp_path):
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    with pytest.raises(RuntimeError):
+        with tracker.run("bad", start_time=1.0e9, end_time=1.0e9 + 5) as bad:
+            raise RuntimeError("boom")
+    run = tracker.mlflow.MlflowClient().get_run(bad.info.run_id)
+    assert run.info.status == "FAILED" and run.info.start_time == 1_000_000_000_000
+
+
+def test_a_dataset_input_says_what_a_run_used(tmp_path):
+    import json
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    digest = "0123456789abcdef" * 4
+    with tracker.run("r") as r:
+        tracker.log_dataset("arc_easy/validation", digest, "eval", {"split": "validation"}, 16)
+    (used,) = tracker.mlflow.MlflowClient().get_run(r.info.run_id).inputs.dataset_inputs
+    assert used.dataset.name == "arc_easy/validation"
+    assert used.dataset.digest == digest[:DIGEST_LENGTH]
+    assert json.loads(used.dataset.source) == {"tags": {"split": "validation"}}
+    assert json.loads(used.dataset.profile) == {"num_rows": 16}
+    assert {t.key: t.value for t in used.tags}["mlflow.data.context"] == "eval"
+
+
+def test_a_shared_view_of_the_runs_table_shows_the_metrics_given(tmp_path):
+    import json
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'db.sqlite'}", "t", tmp_path / "art")
+    tracker.share_view("v", ["accuracy", "ece"])
+    tags = tracker.mlflow.MlflowClient().get_experiment(tracker.experiment_id).tags
+    assert json.loads(tags[SHARED_VIEW_TAG + "v"]) == {
+        "selectedColumns": ["attributes.`Dataset`", "metrics.`accuracy`", "metrics.`ece`"]
+    }
+    assert ui_path("3", "v") == (
+        "/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=v"
+    )
