@@ -94,9 +94,19 @@ def _forget_active_runs(run_id: str | None = None) -> None:
 
 
 class MlflowTracker:
-    """Parent run per bench invocation, child runs nested under it."""
+    """Parent run per bench invocation, child runs nested under it.
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_dir: str | Path | None = None):
+    ``parent_run_id``: a run opened by another process (a Ray worker's driver) that this
+    process's nested runs go under when it has no active run of its own."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_dir: str | Path | None = None,
+        parent_run_id: str | None = None,
+    ):
+        self.parent_run_id = parent_run_id
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         apply_http_retry_defaults()
@@ -154,7 +164,9 @@ class MlflowTracker:
         left RUNNING by this process; tagged with the process, so that a later one can mark
         it FAILED if this process is killed outright (:meth:`fail_orphans`)."""
         tags = {**process_tags(), **(tags or {})}
-        run = self.mlflow.start_run(run_name=name, nested=nested, tags=tags)
+        run = self.mlflow.start_run(
+            run_name=name, nested=nested, tags=tags, parent_run_id=self._parent(nested)
+        )
         try:
             if params:
                 self.log_params(params)
@@ -170,6 +182,12 @@ class MlflowTracker:
             raise
         else:
             self.mlflow.end_run(status="FINISHED")
+
+    def _parent(self, nested: bool) -> str | None:
+        """The other process's run to nest under, when this one has none active."""
+        if nested and self.parent_run_id and self.mlflow.active_run() is None:
+            return self.parent_run_id
+        return None
 
     def _end(self, run, status: str, reason: str) -> None:
         """End ``run`` with ``status`` while an exception propagates: a store that fails
@@ -225,6 +243,7 @@ class MlflowTracker:
         self.mlflow.start_run(
             run_name=name,
             nested=True,
+            parent_run_id=self._parent(True),
             tags={
                 **process_tags(),  # it is RUNNING for a moment too
                 **(tags or {}),
