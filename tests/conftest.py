@@ -40,3 +40,20 @@ def _keep_mlflow_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the tests that need one (--executor ray), on 2 CPUs with
+    a small object store and no dashboard; the bench uses a connection it finds as is."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
