@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ def run_trials_on_ray(cluster, job: TrialJob, study) -> None:
     if not left and not census.running:
         return
     parallel = max(1, min(cluster.slots(), left))
+    print(
+        f"tune {job.label}: {left} trial(s) to run as {parallel} parallel Ray task(s)",
+        file=sys.stderr,
+        flush=True,
+    )
     refs = [cluster.submit(_trials_task, job, i) for i in range(parallel)]
     pending = list(refs)
     try:

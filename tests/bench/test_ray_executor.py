@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -18,6 +19,20 @@ from bayeslora.bench.ray_executor import NAMESPACE, PROGRESS_ACTOR
 from tests.bench.test_cli import TINY
 
 GRID = [*TINY, "--methods", "adamw,ivon", "--seeds", "0,1", "--no-save-adapters"]
+
+
+@pytest.fixture
+def new_dir(tmp_path, mlflow_template, monkeypatch):
+    """``new_dir(name)``: an output directory with a ready (empty) MLflow store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def make(name: str) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copy(mlflow_template, out / "mlflow.db")
+        return out
+
+    return make
 
 
 def _runs(out: Path) -> list:
@@ -43,22 +58,23 @@ def _metrics(out: Path) -> dict:
 
 
 def test_a_grid_on_ray_gives_the_local_metrics_once_per_cell_and_mode(
-    ray_instance, tmp_path, capsys
+    ray_instance, new_dir, capsys
 ):
+    local_dir, ray_dir = new_dir("local"), new_dir("ray")
     # One torch thread in both, so that float32 rounding is the same too.
-    assert main([*GRID, "--output-dir", str(tmp_path / "local"), "--threads", "1"]) == 0
+    assert main([*GRID, "--output-dir", str(local_dir), "--threads", "1"]) == 0
     capsys.readouterr()
-    assert main([*GRID, "--output-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert main([*GRID, "--output-dir", str(ray_dir), "--executor", "ray"]) == 0
     err = capsys.readouterr().err
     assert "cells: 4 done, 0 running, 0 pending, 0 failed (of 4 to run on Ray)" in err
 
-    local, on_ray = _metrics(tmp_path / "local"), _metrics(tmp_path / "ray")
+    local, on_ray = _metrics(local_dir), _metrics(ray_dir)
     assert len(local) == 6  # adamw: 1 mode, ivon: 2 modes; 2 seeds
     assert on_ray == local
 
-    runs = _runs(tmp_path / "ray")
+    runs = _runs(ray_dir)
     (bench,) = [r for r in runs if r.data.tags.get("bayeslora.kind") == "bench"]
-    results = _result_runs(tmp_path / "ray")
+    results = _result_runs(ray_dir)
     assert len(results) == 6 and all(r.info.status == "FINISHED" for r in results)
     assert (
         len({(r.data.tags["bayeslora.cell"], r.data.tags["bayeslora.mode"]) for r in results}) == 6
@@ -69,9 +85,9 @@ def test_a_grid_on_ray_gives_the_local_metrics_once_per_cell_and_mode(
     assert {r.data.tags["bayeslora.threads"] for r in results} == {"1"}  # --cpus-per-cell
 
     # The same command again: every cell is found finished, nothing runs or is recorded.
-    assert main([*GRID, "--output-dir", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert main([*GRID, "--output-dir", str(ray_dir), "--executor", "ray"]) == 0
     assert "4 finished earlier (reused from the store), 0 to run" in capsys.readouterr().err
-    assert len(_result_runs(tmp_path / "ray")) == 6
+    assert len(_result_runs(ray_dir)) == 6
 
 
 def _running_cells(ray, timeout: float = 60.0) -> dict:
@@ -94,9 +110,9 @@ def _running_cells(ray, timeout: float = 60.0) -> dict:
     raise AssertionError("no cell started running on Ray")
 
 
-def test_a_worker_killed_mid_cell_is_retried_and_its_cell_recorded_once(ray_instance, tmp_path):
-    out = tmp_path / "out"
-    args = [*TINY, "--methods", "adamw", "--seeds", "0,1", "--steps", "40", "--no-save-adapters"]
+def test_a_worker_killed_mid_cell_is_retried_and_its_cell_recorded_once(ray_instance, new_dir):
+    out = new_dir("out")
+    args = [*TINY, "--methods", "adamw", "--seeds", "0,1", "--steps", "200", "--no-save-adapters"]
     args += ["--executor", "ray", "--max-retries", "1", "--output-dir", str(out)]
     outcome = {}
     driver = threading.Thread(target=lambda: outcome.setdefault("code", main(args)))
@@ -125,9 +141,9 @@ def test_a_worker_killed_mid_cell_is_retried_and_its_cell_recorded_once(ray_inst
 
 
 def test_ctrl_c_on_the_driver_cancels_the_cells_in_flight_and_keeps_the_finished(
-    ray_instance, tmp_path
+    ray_instance, new_dir
 ):
-    out = tmp_path / "out"
+    out = new_dir("out")
     args = [*TINY, "--methods", "adamw", "--seeds", "0,1,2", "--steps", "60"]
     args += ["--no-save-adapters"]
     args += ["--executor", "ray", "--output-dir", str(out)]
