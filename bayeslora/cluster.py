@@ -125,6 +125,10 @@ def connect(cfg) -> RayCluster:
         try:
             ray.init(address=cfg.ray_address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
+            if started_here:
+                raise ValueError(
+                    f"--executor ray: a local Ray instance did not start ({err})"
+                ) from None
             raise ValueError(
                 f"--ray-address {cfg.ray_address}: could not join the Ray cluster ({err}); "
                 "start it with `ray start --head` (then --ray-address auto on that machine, "
@@ -158,8 +162,8 @@ def _check_fits(cluster: RayCluster, resources: dict) -> None:
         if need > resources.get(name, 0):
             flag = f"--{name.lower()}s-per-cell"
             raise ValueError(
-                f"{flag} {need:g}: no node of the Ray cluster has that many ({name}: "
-                f"{resources.get(name, 0):g} in all); lower {flag} or add nodes"
+                f"{flag} {need:g}: the Ray cluster has {resources.get(name, 0):g} {name}(s) in "
+                f"all, so no cell could ever be scheduled; lower {flag} or add nodes"
             )
 
 

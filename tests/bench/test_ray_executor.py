@@ -171,3 +171,20 @@ def test_ctrl_c_on_the_driver_cancels_the_cells_in_flight_and_keeps_the_finished
     finished = [r for r in _result_runs(out) if r.info.status == "FINISHED"]
     assert 1 <= len(finished) < 3  # the first cell is kept; not all had finished
     assert not [r for r in runs if r.info.status == "RUNNING"]  # cancelled runs were ended
+
+
+def test_cells_the_cluster_cannot_place_or_stores_it_cannot_share_are_exit_2(
+    ray_instance, tmp_path, monkeypatch, capsys
+):
+    args = [*TINY, "--executor", "ray", "--output-dir", str(tmp_path)]
+    assert main([*args, "--gpus-per-cell", "1"]) == 2  # the test instance has no GPU
+    assert "--gpus-per-cell 1: the Ray cluster has 0 GPU(s)" in capsys.readouterr().err
+
+    two_nodes = [{"Alive": True}, {"Alive": True}]
+    monkeypatch.setattr(ray_instance, "nodes", lambda: two_nodes)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the Ray cluster has 2 nodes" in err and "--tracking-uri http://HOST:5000" in err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    assert ray_instance.is_initialized()  # the connection it found is left as it was
