@@ -5,7 +5,7 @@ input fails there, before anything is written) → open the store (runs of dead 
 marked FAILED) → plan the cells (one per task, method and seed; tuning, if asked for,
 decides their hyperparameters) → look each cell's key up in the MLflow store and reuse
 what has finished → run the rest, each claimed so that two processes never run one cell
-(``claims.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once,
+(``claims.py``), here or as Ray tasks (``--executor ray``: ``ray_executor.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once,
 so a crash, Ctrl-C or ``kill`` later loses nothing that had finished, and the same command
 run again picks up where it stopped (``--force`` reruns everything).
 """
