@@ -112,7 +112,7 @@ def _running_cells(ray, timeout: float = 60.0) -> dict:
 
 def test_a_worker_killed_mid_cell_is_retried_and_its_cell_recorded_once(ray_instance, new_dir):
     out = new_dir("out")
-    args = [*TINY, "--methods", "adamw", "--seeds", "0,1", "--steps", "200", "--no-save-adapters"]
+    args = [*TINY, "--methods", "adamw", "--seeds", "0,1", "--steps", "120", "--no-save-adapters"]
     args += ["--executor", "ray", "--max-retries", "1", "--output-dir", str(out)]
     outcome = {}
     driver = threading.Thread(target=lambda: outcome.setdefault("code", main(args)))
@@ -188,3 +188,19 @@ def test_cells_the_cluster_cannot_place_or_stores_it_cannot_share_are_exit_2(
     assert "the Ray cluster has 2 nodes" in err and "--tracking-uri http://HOST:5000" in err
     assert not list(tmp_path.iterdir())  # refused before anything was written
     assert ray_instance.is_initialized()  # the connection it found is left as it was
+
+
+def test_an_error_inside_a_cell_on_ray_is_that_cells_failure_as_in_a_local_run(
+    ray_instance, new_dir, capsys
+):
+    out = new_dir("out")
+    # AdamW at lr 1e30 overflows within a few steps: DivergedError inside the Ray worker
+    args = [*TINY, "--methods", "adamw", "--hp", "adamw.lr=1e30", "--no-save-adapters"]
+    assert main([*args, "--executor", "ray", "--output-dir", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "cells: 0 done, 0 running, 0 pending, 1 failed (of 1 to run on Ray)" in captured.err
+    (line,) = [line for line in captured.out.splitlines() if line.startswith("adamw ")]
+    assert "FAILED DivergedError: training loss became nan at step" in line  # as a local run
+    (failed,) = [r for r in _runs(out) if r.data.tags.get("bayeslora.kind") == "result"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["bayeslora.error"].startswith("DivergedError: training loss")
