@@ -11,8 +11,8 @@ Ray schedules; this module only connects, says what each task needs, and cleans 
   (``--gpus-per-cell``, ``--cpus-per-cell``) and ``--max-retries``: Ray packs the tasks
   onto the cluster's GPUs and CPUs, and reruns a task whose worker process died; an
   exception raised by the task itself is not retried (it is the cell's result).
-- :meth:`RayCluster.cancel` stops tasks in flight (Ctrl-C, a fatal error): first as
-  Ctrl-C inside them, so that their MLflow runs end KILLED, then by force.
+- :meth:`RayCluster.cancel` stops tasks in flight (Ctrl-C, a fatal error) by killing
+  their worker processes; what they had left RUNNING in the store is marked FAILED.
 - :func:`worker_model` keeps the base model of a worker process between the tasks it
   runs, so it is loaded once per worker, not once per cell.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-CANCEL_GRACE_S = 10.0  # how long cancelled tasks get to end their runs before a forced stop
+CANCEL_GRACE_S = 10.0  # how long the driver waits for cancelled tasks to stop
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
@@ -96,16 +96,18 @@ class RayCluster:
             raise
 
     def cancel(self, refs: Iterable) -> None:
-        """Stop ``refs``: Ctrl-C inside each running task (its runs end KILLED), then,
-        after :data:`CANCEL_GRACE_S`, a forced stop of what still runs."""
+        """Stop ``refs`` and wait (up to :data:`CANCEL_GRACE_S`) until they have stopped.
+        Running tasks are stopped by killing their worker process, not by a Ctrl-C inside
+        them: an interrupt that lands in the middle of an import leaves a half-imported
+        module behind, and Ray would hand that worker the next task. A run the killed task
+        had open stays RUNNING until :meth:`~bayeslora.tracking.mlflow_tracker.MlflowTracker.fail_orphans`
+        marks it FAILED (the caller, a later task on that node, or the next bench)."""
         refs = list(refs)
         if not refs:
             return
         for ref in refs:
-            _quietly(self.ray.cancel, ref)
-        _, left = self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
-        for ref in left:
             _quietly(self.ray.cancel, ref, force=True)
+        self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
 
     def close(self) -> None:
         if self.started_here:

@@ -16,7 +16,8 @@ then the same tables, comparisons and over-seed summaries. A cell that raised is
 cell's failure; a worker that died (killed, out of memory, a lost node) is retried by
 Ray up to ``--max-retries`` times, and what it left RUNNING in the store is marked FAILED
 (by the next task on its node, or by the driver on its own). Ctrl-C on the driver
-cancels the tasks in flight (their runs end KILLED); finished cells stay in the store.
+cancels the tasks in flight (their worker processes are killed: ``cluster.py`` says why)
+and marks what they left RUNNING FAILED; finished cells stay in the store.
 
 While tasks run, the driver prints a line whenever the counts change: cells done,
 running, pending, failed. Which cell runs where is kept by a small Ray actor, named
@@ -84,15 +85,12 @@ class CellProgress:
 
 def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures) -> None:
     """The runner's ``_run_cells`` under ``--executor ray``: same arguments, same effect."""
-    cluster, ray = ctx.cluster, ctx.cluster.ray
-    todo = []
-    for cell in cells:
-        if _missing_modes(cell, stored.get(cell.key, {})):
-            todo.append(cell)
-        else:  # finished earlier: loaded here, as in a local run
-            _attempt(ctx, tasks[cell.task], cell, results, failures, stored.get(cell.key, {}))
+    todo = [cell for cell in cells if _missing_modes(cell, stored.get(cell.key, {}))]
     if not todo:
+        for cell in cells:
+            _attempt(ctx, tasks[cell.task], cell, results, failures, stored.get(cell.key, {}))
         return
+    cluster, ray = ctx.cluster, ctx.cluster.ray
     parent_run_id = ctx.tracker.mlflow.active_run().info.run_id
     progress = (
         ray.remote(num_cpus=0)(CellProgress)
@@ -116,7 +114,11 @@ def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures)
     refs = {cluster.submit(_cell_task, job, cell): cell for cell in todo}
     board = _Board(len(todo))
     pending = set(refs)
+    running_keys = {cell.key for cell in todo}
     try:
+        for cell in cells:  # finished earlier: loaded here while the others run
+            if cell.key not in running_keys:
+                _attempt(ctx, tasks[cell.task], cell, results, failures, stored[cell.key])
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for ref in ready:
@@ -127,14 +129,24 @@ def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures)
                 _attempt(ctx, tasks[cell.task], cell, results, failures, ran_elsewhere=collect)
                 board.ended(cell.key, failed=len(failures) > failed_before)
             board.show(_running(ray, progress))
-        orphans = ctx.tracker.fail_orphans()  # attempts killed on this machine
-        if orphans:
-            say(f"marked {len(orphans)} run(s) of killed Ray workers FAILED: {', '.join(orphans)}")
+        _fail_orphans(ctx)  # attempts killed on this machine (retried since)
     finally:
         if pending:
             say(f"cancelling {len(pending)} Ray task(s); finished cells stay in the store")
-        cluster.cancel(pending)
+            cluster.cancel(pending)
+            _fail_orphans(ctx)
         ray.kill(progress)
+
+
+def _fail_orphans(ctx: BenchContext) -> None:
+    """Mark FAILED what killed tasks on this machine left RUNNING (other nodes: their next
+    task does it), without letting a failing store hide why the run stops."""
+    try:
+        orphans = ctx.tracker.fail_orphans()
+    except Exception:
+        return
+    if orphans:
+        say(f"marked {len(orphans)} run(s) of stopped Ray tasks FAILED: {', '.join(orphans)}")
 
 
 def _running(ray, progress) -> set[str]:

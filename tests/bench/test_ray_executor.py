@@ -84,10 +84,18 @@ def test_a_grid_on_ray_gives_the_local_metrics_once_per_cell_and_mode(
     assert str(os.getpid()) not in {r.data.tags["bayeslora.pid"] for r in results}
     assert {r.data.tags["bayeslora.threads"] for r in results} == {"1"}  # --cpus-per-cell
 
-    # The same command again: every cell is found finished, nothing runs or is recorded.
-    assert main([*GRID, "--output-dir", str(ray_dir), "--executor", "ray"]) == 0
-    assert "4 finished earlier (reused from the store), 0 to run" in capsys.readouterr().err
-    assert len(_result_runs(ray_dir)) == 6
+    # Again with one more seed: the 4 finished cells are reused, only the new ones run,
+    # and nothing is recorded twice.
+    more = [*GRID, "--seeds", "0,1,2", "--output-dir", str(ray_dir), "--executor", "ray"]
+    assert main(more) == 0
+    assert "6 cell(s): 4 finished earlier (reused from the store), 2 to run" in (
+        capsys.readouterr().err
+    )
+    results = _result_runs(ray_dir)
+    assert len(results) == 9 and all(r.info.status == "FINISHED" for r in results)
+    assert (
+        len({(r.data.tags["bayeslora.cell"], r.data.tags["bayeslora.mode"]) for r in results}) == 9
+    )
 
 
 def _running_cells(ray, timeout: float = 60.0) -> dict:
@@ -170,7 +178,11 @@ def test_ctrl_c_on_the_driver_cancels_the_cells_in_flight_and_keeps_the_finished
     assert bench.info.status == "KILLED"
     finished = [r for r in _result_runs(out) if r.info.status == "FINISHED"]
     assert 1 <= len(finished) < 3  # the first cell is kept; not all had finished
-    assert not [r for r in runs if r.info.status == "RUNNING"]  # cancelled runs were ended
+
+    # The same command finishes the rest; nothing is recorded twice.
+    assert main(args) == 0
+    finished = [r for r in _result_runs(out) if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["bayeslora.seed"] for r in finished) == ["0", "1", "2"]
 
 
 def test_cells_the_cluster_cannot_place_or_stores_it_cannot_share_are_exit_2(
