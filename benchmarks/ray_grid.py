@@ -1,6 +1,6 @@
 """A grid of tiny-model cells with ``--executor ray`` against ``--executor local``.
 
-    python benchmarks/ray_grid.py [--sizes 2,8] [--steps 3] [--json out.json]
+    python benchmarks/ray_grid.py [--sizes 4,16] [--steps 3] [--json out.json]
 
 For each executor and grid size n (adamw, seeds 0..n-1, the tiny random model) the bench
 CLI runs once in a fresh process and output directory; the wall time W(n) includes the
@@ -55,7 +55,7 @@ def run(executor: str, cells: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="2,8", help="two grid sizes (cells)")
+    parser.add_argument("--sizes", default="4,16", help="two grid sizes (cells)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--slots", type=int, default=2, help="cells Ray runs at once (CPUs)")
     parser.add_argument("--json", help="write the figures here")

@@ -20,9 +20,9 @@ cancels the tasks in flight (their worker processes are killed: ``cluster.py`` s
 and marks what they left RUNNING FAILED; finished cells stay in the store.
 
 While tasks run, the driver prints a line whenever the counts change: cells done,
-running, pending, failed. Which cell runs where is kept by a small Ray actor, named
-``bayeslora-cells-<bench run id>`` in namespace ``bayeslora``, that each task tells
-when it starts (``running()``: cell key -> (pid, host)).
+running, pending, failed. Which cell runs where is kept by a small Ray actor
+(``cluster.StartedTasks``), named ``bayeslora-cells-<bench run id>`` in namespace
+``bayeslora``, that each task tells when it starts (``running()``: cell key -> (pid, host)).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from bayeslora.bench.runner import (
 )
 from bayeslora.bench.store import ResultStore
 from bayeslora.cell import Cell
-from bayeslora.cluster import cached_model, gpu_ids, keep_model, say
+from bayeslora.cluster import StartedTasks, cached_model, gpu_ids, keep_model, say
 
 POLL_S = 2.0  # how often the driver looks at the tasks when none has ended
 PROGRESS_ACTOR = "bayeslora-cells-"  # + the driver's bench run id
@@ -67,20 +67,7 @@ class CellJob:
     artifact_dir: str
     parent_run_id: str  # the driver's bench run: the cells' runs nest under it
     started: float  # the driver's start (unix s): under --force only later runs count
-    progress: Any  # the progress actor's handle
-
-
-class CellProgress:
-    """The Ray actor that knows which cell runs where (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._running: dict[str, tuple[int, str]] = {}
-
-    def started(self, key: str, pid: int, host: str) -> None:
-        self._running[key] = (pid, host)
-
-    def running(self) -> dict[str, tuple[int, str]]:
-        return dict(self._running)
+    progress: Any  # the StartedTasks actor's handle
 
 
 def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures) -> None:
@@ -93,7 +80,7 @@ def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures)
     cluster, ray = ctx.cluster, ctx.cluster.ray
     parent_run_id = ctx.tracker.mlflow.active_run().info.run_id
     progress = (
-        ray.remote(num_cpus=0)(CellProgress)
+        ray.remote(num_cpus=0)(StartedTasks)
         .options(name=PROGRESS_ACTOR + parent_run_id, namespace=NAMESPACE)
         .remote()
     )
