@@ -26,10 +26,8 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 CANCEL_GRACE_S = 10.0  # how long the driver waits for cancelled tasks to stop
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
 def require_ray():
@@ -180,9 +178,9 @@ def check_shared_stores(cfg, nodes: int) -> None:
     if _local_only(uri):
         raise ValueError(
             f"--tracking-uri {mask_url(uri)}: {where}, but that store is on this machine only. "
-            "Start an MLflow server every node can reach (mlflow server --backend-store-uri "
-            "postgresql://... --artifacts-destination s3://... --host 0.0.0.0) and give "
-            "--tracking-uri http://HOST:5000"
+            "Run an MLflow server on one machine and give its URL, reachable from every node "
+            "(README, 'Scale out on Ray': `mlflow server --host 127.0.0.1 --port 5000` there, "
+            "an SSH tunnel to it on each node, then --tracking-uri http://127.0.0.1:5000)"
         )
     if cfg.tune or cfg.tune_only:
         from bayeslora.tuning.storage import default_storage
@@ -198,13 +196,11 @@ def check_shared_stores(cfg, nodes: int) -> None:
 
 
 def _local_only(url: str) -> bool:
-    """A SQLite file, a path (a journal file excepted: it may be on a shared disk), or a
-    server on this machine's loopback."""
+    """A SQLite file or a path (a journal file excepted: it may be on a shared disk). A
+    server URL may name localhost: an SSH tunnel on each node makes that every node's."""
     if "://" not in url:
         return not url.endswith((".log", ".journal"))
-    if url.startswith(("sqlite:", "file:")):
-        return True
-    return (urlsplit(url).hostname or "") in LOCAL_HOSTS
+    return url.startswith(("sqlite:", "file:"))
 
 
 class StartedTasks:

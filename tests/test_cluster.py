@@ -45,8 +45,8 @@ def test_several_nodes_need_stores_every_node_reaches(tmp_path, monkeypatch):
     ):
         check_shared_stores(_cfg(tmp_path), nodes=2)  # the default: SQLite in --output-dir
     with pytest.raises(ValueError, match="this machine only"):
-        check_shared_stores(_cfg(tmp_path, tracking_uri="http://localhost:5000"), nodes=2)
-    server = "http://mlflow.example:5000"
+        check_shared_stores(_cfg(tmp_path, tracking_uri=str(tmp_path / "mlruns")), nodes=2)
+    server = "http://127.0.0.1:5000"  # a server reached through a tunnel on each node
     check_shared_stores(_cfg(tmp_path, tracking_uri=server), nodes=2)
     with pytest.raises(ValueError, match=r"--storage sqlite:.*postgresql://"):
         check_shared_stores(_cfg(tmp_path, tracking_uri=server, tune=True), nodes=2)

@@ -199,7 +199,9 @@ def test_cells_the_cluster_cannot_place_or_stores_it_cannot_share_are_exit_2(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "the Ray cluster has 2 nodes" in err and "--tracking-uri http://HOST:5000" in err
+    assert (
+        "the Ray cluster has 2 nodes" in err and "then --tracking-uri http://127.0.0.1:5000" in err
+    )
     assert not list(tmp_path.iterdir())  # refused before anything was written
     assert ray_instance.is_initialized()  # the connection it found is left as it was
 
