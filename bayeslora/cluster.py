@@ -124,10 +124,15 @@ def connect(cfg) -> RayCluster:
             kwargs["include_dashboard"] = cfg.ray_dashboard
         try:
             ray.init(address=cfg.ray_address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except Exception as err:  # Ray raises plain Exceptions too
             if started_here:
+                hint = (
+                    "; --ray-dashboard needs Ray's dashboard: pip install 'ray[default]'"
+                    if cfg.ray_dashboard
+                    else ""
+                )
                 raise ValueError(
-                    f"--executor ray: a local Ray instance did not start ({err})"
+                    f"--executor ray: a local Ray instance did not start ({err}){hint}"
                 ) from None
             raise ValueError(
                 f"--ray-address {cfg.ray_address}: could not join the Ray cluster ({err}); "

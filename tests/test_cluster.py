@@ -53,3 +53,20 @@ def test_several_nodes_need_stores_every_node_reaches(tmp_path, monkeypatch):
     shared = dict(tracking_uri=server, tune=True)
     check_shared_stores(_cfg(tmp_path, storage="postgresql://u@db.example/optuna", **shared), 2)
     check_shared_stores(_cfg(tmp_path, storage="/shared/tune.journal", **shared), 2)
+
+
+def test_the_dashboard_without_its_packages_is_a_named_error(tmp_path, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh process
+
+    def init(**kwargs):  # what Ray core (no ray[default]) raises for include_dashboard=True
+        assert kwargs["include_dashboard"] is True
+        raise Exception("Cannot include dashboard with missing packages.")
+
+    monkeypatch.setattr(ray, "init", init)
+    code = main([*TINY, "--executor", "ray", "--ray-dashboard", "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "--ray-dashboard needs Ray's dashboard: pip install 'ray[default]'" in (
+        capsys.readouterr().err
+    )

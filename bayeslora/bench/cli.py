@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--ray-dashboard",
         action="store_true",
-        help="start the Ray dashboard with the local instance (default off)",
+        help="start the Ray dashboard with the local instance (needs ray[default]; a cluster "
+        "joined with --ray-address has the dashboard its `ray start` gave it) (default off)",
     )
 
     g = p.add_argument_group(
