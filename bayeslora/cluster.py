@@ -13,8 +13,8 @@ Ray schedules; this module only connects, says what each task needs, and cleans 
   exception raised by the task itself is not retried (it is the cell's result).
 - :meth:`RayCluster.cancel` stops tasks in flight (Ctrl-C, a fatal error) by killing
   their worker processes; what they had left RUNNING in the store is marked FAILED.
-- :func:`worker_model` keeps the base model of a worker process between the tasks it
-  runs, so it is loaded once per worker, not once per cell.
+- :func:`cached_model` and :func:`keep_model` hold the base model of a worker process
+  between the tasks it runs, so it is loaded once per worker, not once per cell.
 
 Ray is an optional dependency (``pip install 'bayeslora[ray]'``); nothing here imports
 it before :func:`connect`.
@@ -98,8 +98,8 @@ class RayCluster:
         Running tasks are stopped by killing their worker process, not by a Ctrl-C inside
         them: an interrupt that lands in the middle of an import leaves a half-imported
         module behind, and Ray would hand that worker the next task. A run the killed task
-        had open stays RUNNING until :meth:`~bayeslora.tracking.mlflow_tracker.MlflowTracker.fail_orphans`
-        marks it FAILED (the caller, a later task on that node, or the next bench)."""
+        had open stays RUNNING until ``MlflowTracker.fail_orphans`` marks it FAILED (called
+        by the caller, by a later task on that node, or by the next bench)."""
         refs = list(refs)
         if not refs:
             return
