@@ -40,3 +40,32 @@ def _keep_mlflow_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """An empty, migrated MLflow SQLite store, copied into a test's output directory
+    (creating one runs MLflow's migrations, ~10 s each on this machine)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    store = SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
+    store.engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for the tests that need one (--executor ray), on 2 CPUs with
+    a small object store and no dashboard; the bench uses a connection it finds as is."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()

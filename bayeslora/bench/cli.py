@@ -307,6 +307,46 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
     g = p.add_argument_group(
+        "executor",
+        "where the cells run: in this process, or spread over a Ray cluster (needs "
+        'bayeslora[ray]; README, "Scale out on Ray")',
+    )
+    g.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="local: one cell after another in this process; ray: each cell that is not "
+        f"finished is a Ray task, packed onto the cluster's GPUs/CPUs (default {d.executor})",
+    )
+    g.add_argument(
+        "--ray-address",
+        help="the Ray cluster to join: auto (the one `ray start` runs on this machine) or "
+        "HOST:PORT (default: start a local Ray instance for this run)",
+    )
+    g.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        help="GPUs each cell asks Ray for; a fraction packs several cells on one GPU "
+        "(default: 1 when the cluster has GPUs, else 0)",
+    )
+    g.add_argument(
+        "--cpus-per-cell",
+        type=int,
+        help=f"CPUs each cell asks Ray for, and its torch threads (default {d.cpus_per_cell})",
+    )
+    g.add_argument(
+        "--max-retries",
+        type=int,
+        help="times Ray reruns a cell whose worker process died (killed, out of memory, a "
+        f"lost node); an error in the cell itself is not retried (default {d.max_retries})",
+    )
+    g.add_argument(
+        "--ray-dashboard",
+        action="store_true",
+        help="start the Ray dashboard with the local instance (needs ray[default]; a cluster "
+        "joined with --ray-address has the dashboard its `ray start` gave it) (default off)",
+    )
+
+    g = p.add_argument_group(
         "resume",
         "a cell (task, method, seed and every setting that shapes its result) is skipped when "
         "the MLflow store already has a FINISHED result of it for every prediction mode, and "

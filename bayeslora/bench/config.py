@@ -30,6 +30,7 @@ from bayeslora.tracking.urls import mask_url
 from bayeslora.training.settings import TrainSettings
 
 SOURCES = ("packaged", "hub", "jsonl")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -98,6 +99,13 @@ class BenchConfig:
     # torch threads of this process; None: a fair share of the cores among the bench and
     # tuning workers running on this machine (bayeslora/threads.py)
     threads: int | None = None
+    # where cells (and tuning trials) run: local (this process) | ray (bayeslora/cluster.py)
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local Ray instance; "auto": the running one
+    gpus_per_cell: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_cell: int = 1  # also each cell's torch threads in its Ray worker
+    max_retries: int = 2  # Ray reruns of a cell (or trial task) whose worker process died
+    ray_dashboard: bool = False
     # resume: a cell whose key has a FINISHED result per mode in the store is reused
     force: bool = False  # rerun every cell even if the store has it finished
     checkpoint_every: int = 0  # save mid-training state every N steps (0: never)
@@ -141,9 +149,25 @@ class BenchConfig:
                 "--attn-implementation sdpa (or eager)"
             )
         self._check_outputs()
+        self._check_executor()
         if self.checkpoint_every < 0:
             raise ValueError(
                 f"--checkpoint-every must be >= 0 steps (0: no checkpoints), got {self.checkpoint_every}"
+            )
+
+    def _check_executor(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        if self.gpus_per_cell is not None and self.gpus_per_cell < 0:
+            raise ValueError(f"--gpus-per-cell must be >= 0, got {self.gpus_per_cell}")
+        if self.cpus_per_cell < 1:
+            raise ValueError(f"--cpus-per-cell must be >= 1, got {self.cpus_per_cell}")
+        if self.max_retries < 0:
+            raise ValueError(f"--max-retries must be >= 0, got {self.max_retries}")
+        if self.executor == "ray" and self.threads is not None:
+            raise ValueError(
+                "--threads sets this process's threads under --executor local; with --executor "
+                "ray each cell runs --cpus-per-cell threads in its Ray worker: give that instead"
             )
 
     def _check_lists(self) -> None:

@@ -26,6 +26,7 @@ class PreparedBench:
     method_classes: dict[str, type]
     tokenizer: object
     tasks: dict[str, PreparedTask]
+    cluster: object | None = None  # the Ray cluster under --executor ray (bayeslora/cluster.py)
 
 
 def prepare_bench(cfg: BenchConfig) -> PreparedBench:
@@ -39,7 +40,12 @@ def prepare_bench(cfg: BenchConfig) -> PreparedBench:
     }
     for task in tasks.values():  # each task's adapters are scored on the others
         task.ood = {name: other for name, other in others.items() if name != task.name}
-    return PreparedBench(cfg, method_classes, tokenizer, tasks)
+    cluster = None
+    if cfg.executor == "ray":  # joined (or started) last: every cheaper check passed
+        from bayeslora.cluster import connect
+
+        cluster = connect(cfg)
+    return PreparedBench(cfg, method_classes, tokenizer, tasks, cluster)
 
 
 def check_methods(cfg: BenchConfig) -> dict[str, type]:
@@ -72,6 +78,10 @@ def preflight(cfg: BenchConfig) -> None:
     files parse. Raises ValueError (or a subclass) naming the problem."""
     from bayeslora.tracking.urls import check_reachable
 
+    if cfg.executor == "ray":
+        from bayeslora.cluster import require_ray
+
+        require_ray()  # without the extra: fail now, naming it
     uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         check_reachable(uri, "--tracking-uri")

@@ -5,7 +5,7 @@ input fails there, before anything is written) → open the store (runs of dead 
 marked FAILED) → plan the cells (one per task, method and seed; tuning, if asked for,
 decides their hyperparameters) → look each cell's key up in the MLflow store and reuse
 what has finished → run the rest, each claimed so that two processes never run one cell
-(``claims.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once,
+(``claims.py``), here or as Ray tasks (``--executor ray``: ``ray_executor.py``) → report. Every finished cell is in MLflow and ``results.jsonl`` at once,
 so a crash, Ctrl-C or ``kill`` later loses nothing that had finished, and the same command
 run again picks up where it stopped (``--force`` reruns everything).
 """
@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +83,7 @@ class BenchContext:
     worker: Worker | None = None  # this process's thread share (None: not registered)
     loaded_model: object = field(default=None, repr=False)  # None until first used
     claims: Claims | None = None  # None: no other process to coordinate with (tests)
+    cluster: object | None = None  # --executor ray: the cluster cells run on (cluster.py)
     started: float = field(default_factory=time.time)  # unix seconds
     results_done: int = 0  # result rows written to results.jsonl by this invocation
 
@@ -121,18 +122,25 @@ def run_bench(cfg: BenchConfig, tune=None) -> tuple[list[ResultRow], list[CellFa
 
 def run_prepared(prepared: PreparedBench, tune=None) -> tuple[list[ResultRow], list[CellFailure]]:
     """:func:`run_bench` on what :func:`~bayeslora.bench.prepare.prepare_bench` checked and read."""
-    with worker_threads(prepared.cfg.threads) as worker:
-        ctx, stamp = _open(prepared, worker)
-        with _store_guard(ctx, "the bench run was being closed"):
-            with ctx.tracker.run(
-                f"bench-{stamp}",
-                params=ctx.common_params,
-                tags={"bayeslora.kind": "bench"},
-                description=_bench_description(ctx.cfg, ctx.run_dir),
-            ):
-                outcome = _run(ctx, prepared, tune)
-        print(_ui_hint(ctx.tracker), file=sys.stderr)
-        return outcome
+    # Under Ray the cells' threads are their workers' (--cpus-per-cell): this process only
+    # plans, waits and reports, and takes no share of the cores.
+    local = prepared.cluster is None
+    try:
+        with worker_threads(prepared.cfg.threads) if local else nullcontext() as worker:
+            ctx, stamp = _open(prepared, worker)
+            with _store_guard(ctx, "the bench run was being closed"):
+                with ctx.tracker.run(
+                    f"bench-{stamp}",
+                    params=ctx.common_params,
+                    tags={"bayeslora.kind": "bench"},
+                    description=_bench_description(ctx.cfg, ctx.run_dir),
+                ):
+                    outcome = _run(ctx, prepared, tune)
+            print(_ui_hint(ctx.tracker), file=sys.stderr)
+            return outcome
+    finally:
+        if not local:
+            prepared.cluster.close()
 
 
 def _bench_description(cfg: BenchConfig, run_dir: Path) -> str:
@@ -186,7 +194,12 @@ def _run(ctx, prepared: PreparedBench, tune) -> tuple[list[ResultRow], list[Cell
 def _run_cells(ctx, tasks, cells, stored, results, failures) -> None:
     """Each cell in plan order, claimed first: a cell that another bench process on this
     machine is running for the same store is left for last, then waited for and reused
-    (or run, if that process failed), so that no cell runs twice."""
+    (or run, if that process failed), so that no cell runs twice. Under --executor ray,
+    the cells run as Ray tasks instead (``ray_executor.py``)."""
+    if ctx.cluster is not None:
+        from bayeslora.bench.ray_executor import run_cells_on_ray
+
+        return run_cells_on_ray(ctx, tasks, cells, stored, results, failures)
     waiting = []
     for cell in cells:
         task = tasks[cell.task]
@@ -206,13 +219,19 @@ def _run_cells(ctx, tasks, cells, stored, results, failures) -> None:
             _attempt(ctx, tasks[cell.task], cell, results, failures)
 
 
-def _attempt(ctx, task, cell: Cell, results, failures, stored: dict | None = None) -> None:
+def _attempt(
+    ctx, task, cell: Cell, results, failures, stored: dict | None = None, ran_elsewhere=None
+) -> None:
     """Complete one cell (``stored``: its finished runs, or None to look them up now, as
     another process may have added some). An error is recorded as the cell's failure and
     the next cell goes on, unless the store stopped answering or the base model cannot
-    load: then no other cell could finish either."""
+    load: then no other cell could finish either. ``ran_elsewhere()``, if given, returns
+    the results of a cell run by another process (a Ray worker), or raises its error."""
     with _store_guard(ctx, f"{cell.label} was being recorded"):
         try:
+            if ran_elsewhere is not None:
+                results[cell.key] = ran_elsewhere()
+                return
             if stored is None:
                 # under --force, only what another process finished during this run counts
                 since = ctx.started if ctx.cfg.force else None
@@ -254,7 +273,7 @@ def _store_error(ctx, doing: str, err: BaseException) -> TrackingStoreError:
     )
 
 
-def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
+def _open(prepared: PreparedBench, worker: Worker | None) -> tuple[BenchContext, str]:
     """The run directory, the tracking store (orphaned runs marked FAILED) and the context."""
     cfg = prepared.cfg
     output_dir = Path(cfg.output_dir)
@@ -273,10 +292,14 @@ def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
         description=EXPERIMENT_DESCRIPTION,
     )
     tracker.share_view(RESULTS_VIEW, [m.name for m in table_metrics()])
+    where = (
+        f"{worker.threads} torch thread(s) on {worker.cores} core(s)"
+        if worker
+        else prepared.cluster.describe()
+    )
     print(
-        f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {worker.threads} torch thread(s) "
-        f"on {worker.cores} core(s); results in {run_dir}, MLflow store "
-        f"{mask_url(tracker.tracking_uri)}",
+        f"bayeslora: preset {cfg.preset}, {cfg.steps} steps, {where}; results in {run_dir}, "
+        f"MLflow store {mask_url(tracker.tracking_uri)}",
         file=sys.stderr,
     )
     orphans = tracker.fail_orphans()
@@ -288,7 +311,11 @@ def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
         )
     # Threads change speed, and results only by float32 rounding (about 1e-7): logged with
     # every run, not part of a cell's key.
-    threads = {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
+    threads = (
+        {"cores": worker.cores, "requested": cfg.threads, "at_start": worker.threads}
+        if worker
+        else {"per_cell": cfg.cpus_per_cell}
+    )
     common = {
         "config": cfg.to_dict(),
         "versions": library_versions(),
@@ -298,7 +325,15 @@ def _open(prepared: PreparedBench, worker: Worker) -> tuple[BenchContext, str]:
     store = ResultStore(tracker, common, cfg.save_adapters)
     claims = Claims(tracker.tracking_uri, cfg.experiment)
     ctx = BenchContext(
-        cfg, tracker, store, run_dir, prepared.tokenizer, common, worker, claims=claims
+        cfg,
+        tracker,
+        store,
+        run_dir,
+        prepared.tokenizer,
+        common,
+        worker,
+        claims=claims,
+        cluster=prepared.cluster,
     )
     return ctx, stamp
 
@@ -336,8 +371,16 @@ def _missing_modes(cell: Cell, stored: dict) -> list[str]:
 
 def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Result]:
     """The cell's results in mode order: the stored ones reused, the missing ones run."""
-    modes = [m.name for m in cell.modes()]
-    results = {m: ctx.store.load(cell, stored[m]) for m in modes if m in stored}
+    reused = {
+        m.name: ctx.store.load(cell, stored[m.name]) for m in cell.modes() if m.name in stored
+    }
+    return write_results(ctx, cell, {**reused, **execute_cell(ctx, task, cell, stored)})
+
+
+def execute_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> dict[str, Result]:
+    """Run in this process the modes of ``cell`` that ``stored`` lacks, record each in the
+    store, and return them by mode (a Ray worker calls this too)."""
+    results: dict[str, Result] = {}
     missing = _missing_modes(cell, stored)
     if ctx.cfg.force:  # starts afresh, from no checkpoint either
         shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)
@@ -370,7 +413,12 @@ def _complete_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> list[Re
                 print(f"bayeslora: out of distribution {label}: {values}", file=sys.stderr)
     if not ctx.cfg.keep_checkpoints:  # every result is in the store now
         shutil.rmtree(ctx.checkpoint_dir(cell), ignore_errors=True)
-    ordered = [results[m] for m in modes]
+    return results
+
+
+def write_results(ctx, cell: Cell, results: dict[str, Result]) -> list[Result]:
+    """The cell's results (every mode's) in mode order, appended to ``results.jsonl``."""
+    ordered = [results[m.name] for m in cell.modes()]
     with open(ctx.run_dir / "results.jsonl", "a") as f:
         for row, _ in ordered:
             f.write(json.dumps(asdict(row)) + "\n")

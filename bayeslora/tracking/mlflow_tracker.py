@@ -138,7 +138,10 @@ def _forget_active_runs(run_id: str | None = None) -> None:
 
 
 class MlflowTracker:
-    """Parent run per bench invocation, child runs nested under it."""
+    """Parent run per bench invocation, child runs nested under it.
+
+    ``parent_run_id``: a run opened by another process (a Ray worker's driver) that this
+    process's nested runs go under when it has no active run of its own."""
 
     def __init__(
         self,
@@ -146,9 +149,11 @@ class MlflowTracker:
         experiment: str,
         artifact_dir: str | Path | None = None,
         description: str | None = None,
+        parent_run_id: str | None = None,
     ):
         """``artifact_dir``: where a new experiment of a SQLite store keeps its artifacts;
         ``description``: the experiment's, shown on its page, if it has none yet."""
+        self.parent_run_id = parent_run_id
         # Reading a stored result back (resume) would draw a progress bar per artifact.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         apply_http_retry_defaults()
@@ -223,7 +228,9 @@ class MlflowTracker:
         if description:
             tags[NOTE_TAG] = description
         if start_time is None:
-            run = self.mlflow.start_run(run_name=name, nested=nested, tags=tags)
+            run = self.mlflow.start_run(
+                run_name=name, nested=nested, tags=tags, parent_run_id=self._parent(nested)
+            )
         else:
             run = self._start_at(name, nested, tags, start_time)
         try:
@@ -257,8 +264,9 @@ class MlflowTracker:
         if parent is not None and not nested:
             raise RuntimeError(f"run {parent.info.run_id} is already active; pass nested=True")
         tags = {**tags, "mlflow.runName": name}
-        if parent is not None:
-            tags["mlflow.parentRunId"] = parent.info.run_id
+        parent_id = parent.info.run_id if parent is not None else self._parent(nested)
+        if parent_id is not None:
+            tags["mlflow.parentRunId"] = parent_id
         created = mlflow.MlflowClient(self.tracking_uri).create_run(
             self.experiment_id,
             start_time=_millis(start_time),
@@ -266,6 +274,12 @@ class MlflowTracker:
             run_name=name,
         )
         return mlflow.start_run(run_id=created.info.run_id, nested=nested)
+
+    def _parent(self, nested: bool) -> str | None:
+        """The other process's run to nest under, when this one has none active."""
+        if nested and self.parent_run_id and self.mlflow.active_run() is None:
+            return self.parent_run_id
+        return None
 
     def _end(self, run, status: str, reason: str) -> None:
         """End ``run`` with ``status`` while an exception propagates: a store that fails
@@ -330,6 +344,7 @@ class MlflowTracker:
         self.mlflow.start_run(
             run_name=name,
             nested=True,
+            parent_run_id=self._parent(True),
             tags={
                 **process_tags(),  # it is RUNNING for a moment too
                 **(tags or {}),

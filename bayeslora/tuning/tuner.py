@@ -116,14 +116,30 @@ class Tuner:
                 tracker=tracker,
                 study_name=name,
             )
-            run_trials(
-                study,
-                objective,
-                cfg.n_trials,
-                callbacks=[progress],
-                catch=(DivergedError,),
-                on_wait=progress.waiting,
-            )
+            if getattr(ctx, "cluster", None) is not None:  # --executor ray: trials as Ray tasks
+                from bayeslora.tuning.ray_trials import run_trials_on_ray, trial_job
+
+                job = trial_job(
+                    ctx,
+                    cfg,
+                    study_name=name,
+                    sampler_seed=sampler_seed,
+                    train=train,
+                    # set in each worker: its own tracker and base model
+                    objective=dataclasses.replace(objective, tracker=None, base_model=None),
+                    label=label,
+                    objective_names=self.objective_names,
+                )
+                run_trials_on_ray(ctx.cluster, job, study)
+            else:
+                run_trials(
+                    study,
+                    objective,
+                    cfg.n_trials,
+                    callbacks=[progress],
+                    catch=(DivergedError,),
+                    on_wait=progress.waiting,
+                )
             best = self.select_best(study)
             log_study_summary(tracker, study, self.objective_names, best)
             log_plots(tracker, study, self.objective_names)

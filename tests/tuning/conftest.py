@@ -1,22 +1,11 @@
-"""Fixtures for the tuning tests: an output directory with a ready MLflow store (creating
-one runs MLflow's migrations, ~10 s each on this machine)."""
+"""Fixtures for the tuning tests: an output directory with a ready MLflow store (a copy of
+tests/conftest.py's ``mlflow_template``)."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory):
-    """An empty, migrated MLflow SQLite store, copied into each test's output directory."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    store = SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
-    store.engine.dispose()
-    return path
 
 
 @pytest.fixture
