@@ -132,7 +132,10 @@ def run_cell(
                 result.tau_probs = torch.stack(
                     [method.predict_samples_at(data.eval, tau).mean(0) for tau in cell.tau_grid]
                 )
-                check_finite(result.tau_probs, f"{mode.name} predictions of the tau curve")
+                check_finite(
+                    result.tau_probs.transpose(0, 1).flatten(1),
+                    f"{mode.name} predictions of the tau curve",
+                )
             for task, dataset in data.ood.items():
                 result.ood.append(_score_ood(method, mode, task, dataset, samples))
             results.append(result)
@@ -158,7 +161,8 @@ def _predict_samples(method, data, mode: PredictionMode) -> Tensor:
         samples = method.predict_samples(data, declared)
     else:
         samples = method.predict_proba(data, declared).unsqueeze(0)
-    check_finite(samples, f"{mode.name} predictions")
+    # per example: a question whose prediction is non-finite in any sample counts once
+    check_finite(samples.transpose(0, 1).flatten(1), f"{mode.name} predictions")
     return samples
 
 
