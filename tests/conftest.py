@@ -58,10 +58,11 @@ def mlflow_template(tmp_path_factory):
 def ray_instance():
     """One local Ray instance for the tests that need one (--executor ray), on 2 CPUs with
     a small object store and no dashboard; the bench uses a connection it finds as is."""
-    import ray
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
     ray.init(
         num_cpus=2,
+        num_gpus=0,  # the tests expect a CPU-only instance, also on a GPU host
         include_dashboard=False,
         object_store_memory=200 * 2**20,
         _node_ip_address="127.0.0.1",

@@ -104,7 +104,7 @@ def plan_cells(
     notes = tuple(n for n in [method_cls.defaults_notice(task.name, hparams)] if n)
     outputs = {
         "eval_tasks": {name: other.identity for name, other in task.ood.items()},
-        "tau_grid": tuple(cfg.tau_grid) if method_cls.scales_posterior else (),
+        "tau_grid": tuple(sorted(cfg.tau_grid)) if method_cls.scales_posterior else (),
     }
     return [
         Cell(

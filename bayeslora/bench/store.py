@@ -83,7 +83,7 @@ class ResultStore:
         for run in runs:
             newest.setdefault(run.data.tags[MODE_TAG], run)
         if cell.eval_tasks:  # a mode counts as finished with its out-of-distribution runs only
-            ood = self.finished_ood(cell)
+            ood = self.finished_ood(cell, since)
             newest = {
                 mode: run
                 for mode, run in newest.items()
@@ -201,14 +201,17 @@ class ResultStore:
             self.tracker.log_metrics({**ood.metrics, "eval_time_s": ood.eval_time_s})
             self.tracker.log_dict(_predictions(dataset, ood.probs), PREDICTIONS)
 
-    def finished_ood(self, cell: Cell) -> dict[tuple[str, str], Any]:
-        """(mode, eval task) -> the newest FINISHED out-of-distribution run of ``cell``."""
+    def finished_ood(self, cell: Cell, since: float | None = None) -> dict[tuple[str, str], Any]:
+        """(mode, eval task) -> the newest FINISHED out-of-distribution run of ``cell``;
+        with ``since`` (unix seconds), only runs that ended then or later."""
         query = (
             f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'ood' "
             "AND attributes.status = 'FINISHED'"
         )
+        if since is not None:
+            query += f" AND attributes.end_time >= {int(since * 1000)}"
         newest: dict[tuple[str, str], Any] = {}
-        for run in self.tracker.search_runs(query, order_by=["attributes.start_time DESC"]):
+        for run in self.tracker.search_runs(query, order_by=["attributes.end_time DESC"]):
             newest.setdefault((run.data.tags[MODE_TAG], run.data.tags[EVAL_TASK_TAG]), run)
         return newest
 
@@ -245,6 +248,8 @@ def _span(result: CellResult) -> tuple[float | None, float | None]:
     if result.trained is None:
         return None, None
     started, fitted = result.trained
+    if result.ended is not None:  # predictions, tau curve and OOD tasks included
+        return started, result.ended
     return started, fitted + sum(m.eval_time_s for m in result.modes)
 
 

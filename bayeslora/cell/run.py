@@ -70,6 +70,7 @@ class CellResult:
     extras: dict[str, float]  # the method's extra_metrics()
     adapter: dict[str, bytes] | None = None  # peft's adapter files, if asked for
     trained: tuple[float, float] | None = None  # wall-clock start and end of fit (unix s)
+    ended: float | None = None  # wall-clock end of its last prediction (unix s)
     notes: list[str] = field(default_factory=list)  # what a reader of the run should know
     model_used: dict[str, str] = field(default_factory=dict)  # models.loading.loaded_as
 
@@ -139,6 +140,7 @@ def run_cell(
             for task, dataset in data.ood.items():
                 result.ood.append(_score_ood(method, mode, task, dataset, samples))
             results.append(result)
+        ended = time.time()  # after every prediction: its modes, the tau curve, OOD tasks
         extras = method.extra_metrics()  # after predicting: some report prediction costs
         adapter = _adapter_files(classifier) if save_adapter else None
     return CellResult(
@@ -150,6 +152,7 @@ def run_cell(
         adapter,
         notes=notes,
         trained=trained,
+        ended=ended,
         model_used=loaded_as(base_model),
     )
 

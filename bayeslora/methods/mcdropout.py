@@ -14,8 +14,8 @@ The test-time masks are drawn by :func:`lora_dropout_masks`, not by ``nn.Dropout
 torch's dropout draws one float Bernoulli per element (``bernoulli_``), which measured 3.6x
 slower than the whole rest of a dropout layer and cost a q_proj matmul's time twice per layer
 (``predictive_over_forwards_mcdropout`` 1.12-1.24 in ``benchmarks/suite.py``). Sixteen
-random bits per element, four elements per 64-bit draw, give the same Bernoulli masks with
-the rate rounded to a multiple of 2**-16 (0.1 becomes 0.100006; ``mc_dropout_p_effective``).
+random bits per element, four elements per 64-bit draw, give masks of the same distribution
+with the rate rounded to a multiple of 2**-16 (0.1 becomes 0.100006; ``mc_dropout_p_effective``).
 """
 
 from __future__ import annotations

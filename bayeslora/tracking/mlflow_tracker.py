@@ -370,17 +370,6 @@ class MlflowTracker:
             run.info.artifact_uri.rstrip("/") + "/" + artifact_file
         )
 
-    def load_arrays(self, run, artifact_file: str) -> dict[str, Any]:
-        """A numpy ``.npz`` artifact of a run (see :meth:`log_arrays`), as numpy arrays."""
-        import numpy as np
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self.mlflow.artifacts.download_artifacts(
-                run.info.artifact_uri.rstrip("/") + "/" + artifact_file, dst_path=tmp
-            )
-            with np.load(path, allow_pickle=False) as archive:  # data only, never objects
-                return {name: archive[name] for name in archive.files}
-
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = flatten(params)
         items = list(flat.items())

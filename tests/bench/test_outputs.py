@@ -86,6 +86,13 @@ def test_samples_and_tau_curve_are_artifacts_of_the_sampled_mode(store):
         assert "sample_probs.npz" not in names and "tau_probs.npz" not in names
 
 
+def test_the_bench_draws_both_curves_from_what_it_stored(store):
+    out, _ = store
+    (run_dir,) = sorted(out.glob("bench-*"))[:1]
+    plots = {p.name for p in (run_dir / "plots").glob("*.png")}
+    assert {"tau_arc_easy.png", "samples_arc_easy.png"} <= plots
+
+
 def test_a_rerun_finds_the_cells_finished_with_their_ood_runs(store):
     out, _ = store
     proc = bench_subprocess([*ARGS, "--output-dir", str(out)], cwd=out)
