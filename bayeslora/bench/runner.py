@@ -150,7 +150,8 @@ def _bench_description(cfg: BenchConfig, run_dir: Path) -> str:
         f"{', '.join(cfg.tasks)}; seeds {', '.join(str(s) for s in cfg.seeds)}; model "
         f"`{cfg.model}`, preset {cfg.preset}, {cfg.steps} steps.\n\n"
         "Its results are the runs nested under it (`<mode>/<task>/seed<n>`). Its artifacts "
-        "are the tables (`results.txt`, `results.json`, `comparison_<task>.json`, "
+        "are the tables (`table.md`, `table.csv`, `results.txt`, `results.json`, "
+        "`comparison_<task>.json`, "
         "`seeds_<task>.json` with several seeds) and the plots (`plots/`); the same files are "
         f"in `{run_dir}`."
     )

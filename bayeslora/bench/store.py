@@ -44,8 +44,10 @@ EXPERIMENT_DESCRIPTION = (
     "prediction mode, task and seed, named `<mode>/<task>/seed<n>`: accuracy, ece, nll and "
     "brier as metrics, the examples scored as a dataset input, the per-example probabilities "
     "in `predictions.json`. The `bench-<time>` run holds the invocation's tables "
-    "(`results.txt`, `comparison_<task>.json`) and plots (`plots/`). Tuning studies "
-    "(`--tune`) are the runs tagged `bayeslora.kind = study`.\n\n"
+    "(`table.md`, `table.csv`, `results.txt`, `comparison_<task>.json`) and plots (`plots/`). "
+    "With `--eval-tasks`, runs of kind `ood` named `<mode>/<task>-><eval task>/seed<n>` hold "
+    "each mode's scores on another task. Tuning studies (`--tune`) are the runs tagged "
+    "`bayeslora.kind = study`.\n\n"
     "If this page shows traces rather than runs, switch the sidebar to **Model training**."
 )
 
