@@ -168,11 +168,11 @@ class _Board:
 
 
 def _collect(ctx: BenchContext, cell: Cell, ref) -> list:
-    """The results of a cell a Ray task ran, loaded back from the store; the task's error
-    raised as the cell's."""
+    """The results of a cell a Ray task ran, loaded back from the store by the run ids the
+    task returned (no search by time: the nodes' clocks may differ); the task's error raised
+    as the cell's."""
     summary = ctx.cluster.result(ref)
-    since = ctx.started if ctx.cfg.force else None
-    stored = ctx.store.finished(cell, since=since)
+    stored = ctx.store.result_runs([*summary["runs"], *summary["reused"]])
     missing = _missing_modes(cell, stored)
     if missing:
         raise RuntimeError(
@@ -190,7 +190,8 @@ def _collect(ctx: BenchContext, cell: Cell, ref) -> list:
 
 def _cell_task(job: CellJob, cell: Cell) -> dict:
     """One cell in a Ray worker process: its missing modes run and recorded (module
-    docstring). Returns the ids of the runs it recorded and when it trained."""
+    docstring). Returns the ids of the runs it recorded, of the stored runs it reused for
+    the other modes, and when it trained."""
     from bayeslora.cluster import require_ray
     from bayeslora.threads import worker_threads
     from bayeslora.tracking.mlflow_tracker import MlflowTracker
@@ -235,5 +236,6 @@ def _cell_task(job: CellJob, cell: Cell) -> dict:
     sys.stderr.flush()
     return {
         "runs": [row.mlflow_run_id for row in rows],
+        "reused": [run.info.run_id for mode, run in stored.items() if mode not in ran],
         "trained": rows[0].trained if rows else None,
     }

@@ -39,7 +39,7 @@ from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
 from bayeslora.report.build import draw_plots, summarise
 from bayeslora.report.collect import ResultSource
 from bayeslora.report.curves import result_curves
-from bayeslora.report.result import RESULT, ResultRecord
+from bayeslora.report.result import ResultRecord
 from bayeslora.report.table import paper_table
 from bayeslora.threads import Worker, worker_threads
 from bayeslora.tracking.mlflow_tracker import (
@@ -49,6 +49,7 @@ from bayeslora.tracking.mlflow_tracker import (
     describe_error,
     ui_path,
 )
+from bayeslora.tracking.schema import BENCH, KIND_TAG, METHOD_TAG, RESULT, TUNING
 from bayeslora.tracking.urls import mask_url
 from bayeslora.training.checkpoint import Checkpointer
 from bayeslora.training.loop import DivergedError
@@ -132,7 +133,7 @@ def run_prepared(prepared: PreparedBench, tune=None) -> tuple[list[ResultRow], l
                 with ctx.tracker.run(
                     f"bench-{stamp}",
                     params=ctx.common_params,
-                    tags={"bayeslora.kind": "bench"},
+                    tags={KIND_TAG: BENCH},
                     description=_bench_description(ctx.cfg, ctx.run_dir),
                 ):
                     outcome = _run(ctx, prepared, tune)
@@ -358,7 +359,7 @@ def _plan(ctx, tasks, method_classes, tune, failures) -> list[Cell]:
                         label,
                         err,
                         params={**ctx.common_params, "task": task.info},
-                        tags={"bayeslora.kind": "tuning", "bayeslora.method": name},
+                        tags={KIND_TAG: TUNING, METHOD_TAG: name},
                     )
                     continue
             cells += plan_cells(cfg, task, name, method_cls, model, hparams, lora)

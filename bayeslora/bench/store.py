@@ -27,15 +27,23 @@ from bayeslora.cell import Cell, CellData, CellResult, ModeResult
 from bayeslora.cell.identity import examples_digest
 from bayeslora.metrics import compute_metrics
 from bayeslora.metrics.registry import table_metrics
+from bayeslora.tracking.schema import (
+    CELL_TAG,
+    EVAL_TASK_TAG,
+    KIND_TAG,
+    METHOD_TAG,
+    MODE_TAG,
+    OOD,
+    PREDICTIONS,
+    RESULT,
+    SAMPLE_PROBS,
+    SEED_TAG,
+    TASK_TAG,
+    TAU_PROBS,
+    predictions_payload,
+    read_predictions,
+)
 
-CELL_TAG = "bayeslora.cell"
-KIND_TAG = "bayeslora.kind"
-MODE_TAG = "bayeslora.mode"
-EVAL_TASK_TAG = "bayeslora.eval_task"  # on out-of-distribution runs: the task scored on
-PREDICTIONS = "predictions.json"
-# numpy archives beside predictions.json (np.load(..., allow_pickle=False) reads them):
-SAMPLE_PROBS = "sample_probs.npz"  # probs [S, N, K] of a sampled mode, labels [N]
-TAU_PROBS = "tau_probs.npz"  # tau [T], probs [T, N, K] (the predictive at each), labels [N]
 RESULTS_VIEW = "bayeslora-results"  # the runs table with the results table's metrics
 # The experiment's description on its MLflow page.
 EXPERIMENT_DESCRIPTION = (
@@ -54,11 +62,11 @@ EXPERIMENT_DESCRIPTION = (
 
 def result_tags(cell: Cell, mode: str) -> dict[str, str]:
     return {
-        KIND_TAG: "result",
-        "bayeslora.method": cell.method,
+        KIND_TAG: RESULT,
+        METHOD_TAG: cell.method,
         MODE_TAG: mode,
-        "bayeslora.task": cell.task,
-        "bayeslora.seed": str(cell.seed),
+        TASK_TAG: cell.task,
+        SEED_TAG: str(cell.seed),
         CELL_TAG: cell.key,
     }
 
@@ -75,7 +83,7 @@ class ResultStore:
         """mode name -> the newest FINISHED result run of ``cell`` (an MLflow Run); with
         ``since`` (unix seconds), only runs that ended then or later."""
         query = (
-            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'result' "
+            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = '{RESULT}' "
             "AND attributes.status = 'FINISHED'"
         )
         if since is not None:  # a run spans its cell, which may have started before ``since``
@@ -93,12 +101,19 @@ class ResultStore:
             }
         return newest
 
+    def result_runs(self, run_ids: list[str]) -> dict[str, Any]:
+        """mode name -> run, of the FINISHED result runs among ``run_ids``."""
+        runs = (self.tracker.mlflow.get_run(run_id) for run_id in run_ids)
+        return {
+            run.data.tags[MODE_TAG]: run
+            for run in runs
+            if run.info.status == "FINISHED" and run.data.tags.get(KIND_TAG) == RESULT
+        }
+
     def load(self, cell: Cell, run) -> tuple[ResultRow, torch.Tensor]:
         """A stored result as if it had just run: metrics recomputed from its predictions
         with today's metric registry, times as logged."""
-        stored = self.tracker.load_dict(run, PREDICTIONS)
-        probs = torch.tensor(stored["probs"], dtype=getattr(torch, stored.get("dtype", "float32")))
-        labels = torch.tensor(stored["labels"], dtype=torch.long)
+        _, labels, probs = read_predictions(self.tracker.load_dict(run, PREDICTIONS))
         times = run.data.metrics
         row = _row(
             cell,
@@ -192,7 +207,7 @@ class ResultStore:
         of kind ``ood`` (never taken for the cell's own results)."""
         tags = {
             **result_tags(cell, mode),
-            KIND_TAG: "ood",
+            KIND_TAG: OOD,
             EVAL_TASK_TAG: ood.task,
             **(extra_tags or {}),
         }
@@ -207,7 +222,7 @@ class ResultStore:
         """(mode, eval task) -> the newest FINISHED out-of-distribution run of ``cell``;
         with ``since`` (unix seconds), only runs that ended then or later."""
         query = (
-            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = 'ood' "
+            f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = '{OOD}' "
             "AND attributes.status = 'FINISHED'"
         )
         if since is not None:
@@ -308,12 +323,7 @@ def _description(result: CellResult, mode: ModeResult, data_info: dict, data: Ce
 
 
 def _predictions(eval_data, probs: torch.Tensor) -> dict:
-    return {
-        "ids": [e.id for e in eval_data.examples],
-        "labels": eval_data.labels.tolist(),
-        "dtype": str(probs.dtype).removeprefix("torch."),
-        "probs": probs.tolist(),
-    }
+    return predictions_payload([e.id for e in eval_data.examples], eval_data.labels, probs)
 
 
 def _write(files: dict[str, bytes], directory: str) -> None:

@@ -10,18 +10,13 @@ eval mode, as the MC-dropout baselines of the LoRA papers (Laplace-LoRA, Yang et
 2024; SWAG-LoRA, Onal et al. 2024; BLoB, Wang et al. 2024). ``extra_metrics`` records
 how many layers that is and their rate.
 
-The test-time masks are drawn by :func:`lora_dropout_masks`, not by ``nn.Dropout``: on a CPU,
-torch's dropout draws one float Bernoulli per element (``bernoulli_``), which measured 3.6x
-slower than the whole rest of a dropout layer and cost a q_proj matmul's time twice per layer
-(``predictive_over_forwards_mcdropout`` 1.12-1.24 in ``benchmarks/suite.py``). Sixteen
-random bits per element, four elements per 64-bit draw, give masks of the same distribution
-with the rate rounded to a multiple of 2**-16 (0.1 becomes 0.100006; ``mc_dropout_p_effective``).
+The masks (in training and at test time) are :class:`bayeslora.models.dropout.LoraDropout`'s:
+the same distribution as ``nn.Dropout``'s at a fraction of its cost on a CPU, with the rate
+rounded to a multiple of 2**-16 (0.1 becomes 0.100006; ``mc_dropout_p_effective``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -31,6 +26,7 @@ from bayeslora.methods.adamw import AdamW, AdamWConfig
 from bayeslora.methods.base import AT_LEAST_ONE, Range
 from bayeslora.methods.modes import ModeKind, PredictionMode
 from bayeslora.methods.registry import register_method
+from bayeslora.models.dropout import effective_rate, sampling_lora_dropout
 from bayeslora.training.loop import predict_logits
 
 
@@ -101,7 +97,7 @@ class MCDropout(AdamW):
         # A generator of its own, seeded: the same masks on every call, and nobody else's
         # random stream disturbed.
         generator = torch.Generator(device=model.device).manual_seed(self.train_settings.seed)
-        with lora_dropout_masks(self.dropout_modules, generator):
+        with sampling_lora_dropout(self.dropout_modules, generator):
             return torch.stack(
                 [
                     predict_logits(model, data, batch_size).softmax(-1)
@@ -123,35 +119,3 @@ class MCDropout(AdamW):
             "mc_dropout_p": float(self.dropout_modules[0].p),
             "mc_dropout_p_effective": effective_rate(self.dropout_modules[0].p),
         }
-
-
-_BITS = 16  # random bits per mask element: the rate is a multiple of 2**-16
-
-
-def effective_rate(p: float) -> float:
-    """The dropout rate :func:`lora_dropout_masks` draws for a layer of rate ``p``."""
-    return round(p * 2**_BITS) / 2**_BITS
-
-
-@contextmanager
-def lora_dropout_masks(modules: Sequence[torch.nn.Dropout], generator: torch.Generator) -> Iterator:
-    """While open, each of ``modules`` (dropout layers) drops its input's elements
-    independently at its rate, with masks drawn from ``generator``, in train or eval mode."""
-
-    def dropout(module: torch.nn.Dropout, x: torch.Tensor) -> torch.Tensor:
-        # One 64-bit draw gives four 16-bit lanes; an element is dropped when its lane
-        # (uniform on [-2**15, 2**15)) falls below the threshold.
-        n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
-        lanes = words.random_(-(2**63), None, generator=generator).view(torch.int16)[:n]
-        threshold = round(module.p * 2**_BITS) - 2 ** (_BITS - 1)
-        keep = (lanes.view(x.shape) >= threshold).to(x.dtype).mul_(1.0 / (1.0 - module.p))
-        return x * keep
-
-    for module in modules:
-        module.forward = dropout.__get__(module)
-    try:
-        yield
-    finally:
-        for module in modules:
-            del module.forward  # back to nn.Dropout.forward

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bayeslora.models.dropout import LoraDropout, use_lora_dropout
+
 
 @dataclass
 class LoraSettings:
@@ -127,13 +129,9 @@ class LoraClassifier(nn.Module):
         for name, value in state.items():
             params[name].copy_(value)
 
-    def lora_dropout_modules(self) -> list[nn.Module]:
+    def lora_dropout_modules(self) -> list[LoraDropout]:
         """The LoRA dropout layers (what MC Dropout switches on at test time)."""
-        return [
-            m
-            for name, m in self.peft_model.named_modules()
-            if ".lora_dropout." in f".{name}." and isinstance(m, nn.Dropout)
-        ]
+        return [m for m in self.peft_model.modules() if isinstance(m, LoraDropout)]
 
     def save_adapter(self, directory: str) -> None:
         """The adapter in peft's format (adapter_model.safetensors + adapter_config.json)."""
@@ -266,6 +264,7 @@ def lora_classifier(
         )
         torch.manual_seed(seed)  # LoRA A is randomly initialised; B starts at zero
         peft_model = get_peft_model(base_model, lora.to_peft())
+    use_lora_dropout(peft_model)
     try:
         if answer_token_ids is None:
             yield ChoiceLikelihoodClassifier(peft_model)

@@ -15,6 +15,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bayeslora.tracking.schema import KIND_TAG, MODE_TAG, REPORT
+
 DEFAULT_OUTPUT_DIR = "runs"  # the bench's default --output-dir, whose store is the default
 DEFAULT_EXPERIMENT = "bayeslora"  # the bench's default --experiment
 
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             require_matplotlib()
         source = ResultSource(uri)
         runs = source.find(selection)
-        modes = sorted({run.data.tags.get("bayeslora.mode", "") for run in runs})
+        modes = sorted({run.data.tags.get(MODE_TAG, "") for run in runs})
         if args.baseline and args.baseline not in modes:
             raise SelectionError(
                 f"--baseline {args.baseline}: no selected result has that mode; choose one of "
@@ -197,7 +199,7 @@ def _log(uri, selection, args, records, out_dir: Path, stamp: str) -> None:
         "baseline": args.baseline or "",
         "results": len(records),
     }
-    with tracker.run(f"report-{stamp}", params=params, tags={"bayeslora.kind": "report"}) as run:
+    with tracker.run(f"report-{stamp}", params=params, tags={KIND_TAG: REPORT}) as run:
         tracker.log_dict({"run_ids": [r.run_id for r in records]}, "selection.json")
         tracker.log_directory(lambda d: shutil.copytree(out_dir, d, dirs_exist_ok=True), None)
     print(f"bayeslora.report: logged to MLflow run {run.info.run_id}", file=sys.stderr)

@@ -24,17 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bayeslora.metrics import compute_metrics
-from bayeslora.report.result import OOD, RESULT, ResultRecord
+from bayeslora.report.result import ResultRecord
+from bayeslora.tracking.schema import (
+    CELL_TAG,
+    EVAL_TASK_TAG,
+    KIND_TAG,
+    METHOD_TAG,
+    MODE_TAG,
+    OOD,
+    PARENT_TAG,
+    PREDICTIONS,
+    RESULT,
+    SEED_TAG,
+    TASK_TAG,
+    read_predictions,
+)
 from bayeslora.tracking.urls import check_reachable, mask_url
 
-KIND_TAG = "bayeslora.kind"
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag on a nested run
-PREDICTIONS = "predictions.json"
-SAMPLE_PROBS = "sample_probs.npz"  # per test sample predictions of a sampling mode
-TAU_PROBS = "tau_probs.npz"  # IVON's predictive at each scale of the posterior variance
 MODEL_PARAM = "config.model"  # the bench's --model, as its params flatten it
 KINDS = (RESULT, OOD)
 
@@ -61,9 +69,9 @@ class Selection:
         tags, params = run.data.tags, run.data.params
         wanted = (
             (self.parent_run_ids, tags.get(PARENT_TAG)),
-            (self.tasks, tags.get("bayeslora.task")),
-            (self.methods, tags.get("bayeslora.method")),
-            (self.modes, tags.get("bayeslora.mode")),
+            (self.tasks, tags.get(TASK_TAG)),
+            (self.methods, tags.get(METHOD_TAG)),
+            (self.modes, tags.get(MODE_TAG)),
             (self.models, params.get(MODEL_PARAM)),
         )
         return all(not values or value in values for values, value in wanted)
@@ -130,12 +138,12 @@ class ResultSource:
         tags = run.data.tags
         record = ResultRecord(
             kind=tags[KIND_TAG],
-            method=tags.get("bayeslora.method", ""),
-            mode=tags.get("bayeslora.mode", ""),
-            task=tags.get("bayeslora.task", ""),
-            eval_task=tags.get("bayeslora.eval_task", ""),
-            seed=int(tags.get("bayeslora.seed", 0)),
-            cell=tags.get("bayeslora.cell", ""),
+            method=tags.get(METHOD_TAG, ""),
+            mode=tags.get(MODE_TAG, ""),
+            task=tags.get(TASK_TAG, ""),
+            eval_task=tags.get(EVAL_TASK_TAG, ""),
+            seed=int(tags.get(SEED_TAG, 0)),
+            cell=tags.get(CELL_TAG, ""),
             model=run.data.params.get(MODEL_PARAM),
             metrics=dict(run.data.metrics),
             run_id=run.info.run_id,
@@ -143,10 +151,7 @@ class ResultSource:
         )
         if PREDICTIONS in self.artifact_names(run.info.run_id):
             stored = json.loads(self.read_artifact(run.info.run_id, PREDICTIONS))
-            dtype = getattr(torch, stored.get("dtype", "float32"))
-            record.probs = torch.tensor(stored["probs"], dtype=dtype)
-            record.labels = torch.tensor(stored["labels"], dtype=torch.long)
-            record.ids = stored.get("ids")
+            record.ids, record.labels, record.probs = read_predictions(stored)
             record.metrics.update(compute_metrics(record.probs, record.labels))
         return record
 
@@ -203,8 +208,8 @@ def load_results(source: ResultSource, runs: list, threads: int = 8) -> list[Res
 
 def _identity(run) -> tuple:
     tags = run.data.tags
-    cell = tags.get("bayeslora.cell") or run.info.run_id  # no key: never a duplicate
-    return (tags[KIND_TAG], cell, tags.get("bayeslora.mode"), tags.get("bayeslora.eval_task"))
+    cell = tags.get(CELL_TAG) or run.info.run_id  # no key: never a duplicate
+    return (tags[KIND_TAG], cell, tags.get(MODE_TAG), tags.get(EVAL_TASK_TAG))
 
 
 def _check_store(tracking_uri: str) -> None:

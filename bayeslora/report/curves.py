@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from bayeslora.metrics import compute_metrics
-from bayeslora.report.collect import SAMPLE_PROBS, TAU_PROBS
 from bayeslora.report.result import ResultRecord
+from bayeslora.tracking.schema import SAMPLE_PROBS, TAU_PROBS
 
 CURVE_METRICS = ("accuracy", "ece", "nll")
 

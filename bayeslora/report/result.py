@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-RESULT = "result"  # in-distribution: trained and scored on ``task``
-OOD = "ood"  # trained on ``task``, scored on ``eval_task``
+from bayeslora.tracking.schema import OOD, RESULT
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bayeslora.tracking.process import HOST_TAG, PID_TAG, is_gone, process_tags
+from bayeslora.tracking.schema import PARENT_TAG
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # A dataset's digest as the UI shows it (MLflow's limit is 36 characters; its own are 8)
@@ -266,7 +267,7 @@ class MlflowTracker:
         tags = {**tags, "mlflow.runName": name}
         parent_id = parent.info.run_id if parent is not None else self._parent(nested)
         if parent_id is not None:
-            tags["mlflow.parentRunId"] = parent_id
+            tags[PARENT_TAG] = parent_id
         created = mlflow.MlflowClient(self.tracking_uri).create_run(
             self.experiment_id,
             start_time=_millis(start_time),

@@ -71,10 +71,9 @@ def _trials_task(job: TrialJob, index: int) -> None:
     from bayeslora.cluster import gpu_ids, require_ray
     from bayeslora.threads import worker_threads
     from bayeslora.tracking.mlflow_tracker import MlflowTracker
-    from bayeslora.training.loop import DivergedError
     from bayeslora.tuning.progress import TrialProgress
     from bayeslora.tuning.storage import open_storage, quiet
-    from bayeslora.tuning.study import run_trials
+    from bayeslora.tuning.study import run_tuning_trials
     from bayeslora.tuning.tuner import make_pruner
 
     ray = require_ray()
@@ -105,14 +104,7 @@ def _trials_task(job: TrialJob, index: int) -> None:
             base_model=functools.partial(_base_model, cfg, model_key),
         )
         progress = TrialProgress(job.label, cfg.n_trials, job.objective_names)
-        run_trials(
-            study,
-            objective,
-            cfg.n_trials,
-            callbacks=[progress],
-            catch=(DivergedError,),
-            on_wait=progress.waiting,
-        )
+        run_tuning_trials(study, objective, cfg.n_trials, progress)
 
 
 def _base_model(cfg, key):

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bayeslora.training.loop import DivergedError
 from bayeslora.tuning.storage import fail_stale_trials
 
 FAIL_REASON = "bayeslora.fail_reason"  # user attr of a trial that failed but counts
@@ -91,6 +92,20 @@ def admit(trial: optuna.Trial, n_trials: int) -> FrozenTrial:
         trial.set_user_attr(SURPLUS, True)
         raise Surplus(f"trial {trial.number}: the study already has its {n_trials} trials")
     return next(t for t in trials if t.number == trial.number)
+
+
+def run_tuning_trials(study: optuna.Study, objective, n_trials: int, progress) -> None:
+    """:func:`run_trials` as the tuner runs them, in a bench process or a Ray task:
+    ``progress`` (a :class:`~bayeslora.tuning.progress.TrialProgress`) reports each trial and
+    the waits, and a diverged trial is failed, not raised (optuna tries the next)."""
+    run_trials(
+        study,
+        objective,
+        n_trials,
+        callbacks=[progress],
+        catch=(DivergedError,),
+        on_wait=progress.waiting,
+    )
 
 
 def run_trials(

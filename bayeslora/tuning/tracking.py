@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bayeslora.tracking.schema import KIND_TAG, METHOD_TAG, STUDY, TASK_TAG, TRIAL
 from bayeslora.tuning.study import SURPLUS, Census
 
 STUDY_TAG = "bayeslora.study"
@@ -31,20 +32,20 @@ PED_ANOVA_NOTE = "PedAnovaImportanceEvaluator computes"  # its direction warning
 
 def study_tags(study_name: str, method: str, task: str, worker: str) -> dict[str, str]:
     return {
-        "bayeslora.kind": "study",
+        KIND_TAG: STUDY,
         STUDY_TAG: study_name,
-        "bayeslora.method": method,
-        "bayeslora.task": task,
+        METHOD_TAG: method,
+        TASK_TAG: task,
         "bayeslora.worker": worker,  # "main" (then retrains) or "tune-only"
     }
 
 
 def trial_tags(study_name: str, method: str, task: str, trial: FrozenTrial) -> dict[str, str]:
     tags = {
-        "bayeslora.kind": "trial",
+        KIND_TAG: TRIAL,
         STUDY_TAG: study_name,
-        "bayeslora.method": method,
-        "bayeslora.task": task,
+        METHOD_TAG: method,
+        TASK_TAG: task,
         TRIAL_NUMBER: str(trial.number),
         TRIAL_STATE: "RUNNING",
     }

@@ -21,7 +21,6 @@ from bayeslora.methods.registry import get_method
 from bayeslora.models.loading import attn_implementation_for
 from bayeslora.tasks.encoding import encode
 from bayeslora.tasks.holdout import split_holdout
-from bayeslora.training.loop import DivergedError
 from bayeslora.training.settings import TrainSettings
 from bayeslora.tuning.objective import (
     HPARAMS_ATTR,
@@ -43,7 +42,7 @@ from bayeslora.tuning.storage import (
     quiet,
     storage_kind,
 )
-from bayeslora.tuning.study import Census, run_trials, study_name
+from bayeslora.tuning.study import Census, run_tuning_trials, study_name
 from bayeslora.tuning.tracking import log_study_summary, study_tags
 
 PRUNERS = ("median", "hyperband", "none")
@@ -132,14 +131,7 @@ class Tuner:
                 )
                 run_trials_on_ray(ctx.cluster, job, study)
             else:
-                run_trials(
-                    study,
-                    objective,
-                    cfg.n_trials,
-                    callbacks=[progress],
-                    catch=(DivergedError,),
-                    on_wait=progress.waiting,
-                )
+                run_tuning_trials(study, objective, cfg.n_trials, progress)
             best = self.select_best(study)
             log_study_summary(tracker, study, self.objective_names, best)
             log_plots(tracker, study, self.objective_names)

@@ -220,3 +220,26 @@ def test_an_error_inside_a_cell_on_ray_is_that_cells_failure_as_in_a_local_run(
     (failed,) = [r for r in _runs(out) if r.data.tags.get("bayeslora.kind") == "result"]
     assert failed.info.status == "FAILED"
     assert failed.data.tags["bayeslora.error"].startswith("DivergedError: training loss")
+
+
+def test_under_force_the_driver_collects_by_run_id_whatever_its_clock_says(
+    ray_instance, new_dir, monkeypatch
+):
+    """The driver's clock an hour ahead of its workers' (and of the store's end times):
+    under --force it still takes the runs its tasks recorded, found by their ids."""
+    from bayeslora.bench import runner
+
+    out = new_dir("out")
+    args = [*TINY, "--methods", "adamw", "--no-save-adapters", "--output-dir", str(out)]
+    assert main([*args, "--executor", "ray"]) == 0
+    real = runner.BenchContext
+
+    def an_hour_ahead(*args, **kwargs):
+        ctx = real(*args, **kwargs)
+        ctx.started += 3600
+        return ctx
+
+    monkeypatch.setattr(runner, "BenchContext", an_hour_ahead)
+    assert main([*args, "--executor", "ray", "--force"]) == 0
+    finished = [r for r in _result_runs(out) if r.info.status == "FINISHED"]
+    assert len(finished) == 2  # recomputed under --force, and taken by the driver

@@ -3,12 +3,7 @@
 import pytest
 import torch
 
-from bayeslora.methods.mcdropout import (
-    MCDropout,
-    MCDropoutConfig,
-    effective_rate,
-    lora_dropout_masks,
-)
+from bayeslora.methods.mcdropout import MCDropout, MCDropoutConfig
 from bayeslora.training.loop import predict_logits
 
 
@@ -77,36 +72,3 @@ def test_search_space_never_proposes_dropout_zero():
     for _ in range(20):
         values = MCDropout.search_space(study.ask())
         assert values["lora_dropout"] >= 0.05 and "lr" in values
-
-
-@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_masks_drop_at_the_rate_and_keep_the_expectation(p, dtype):
-    layers = [torch.nn.Dropout(p), torch.nn.Dropout(p)]
-    x = torch.ones(64, 128, 96, dtype=dtype)  # 786,432 elements: the rate to about 1e-3
-    with lora_dropout_masks(layers, torch.Generator().manual_seed(0)):
-        first, second = layers[0](x), layers[1](x)
-    assert first.dtype == dtype
-    dropped = (first == 0).double().mean().item()
-    assert abs(dropped - effective_rate(p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5
-    kept = first[first != 0].float()
-    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - p)), rtol=1e-2, atol=0)
-    # independent masks per layer, and neighbouring elements (lanes of one draw) too
-    both = ((first == 0) & (second == 0)).double().mean().item()
-    assert abs(both - effective_rate(p) ** 2) < 0.01
-    flat = (first == 0).flatten()
-    pairs = (flat[0::2] & flat[1::2]).double().mean().item()
-    assert abs(pairs - effective_rate(p) ** 2) < 0.01
-    # outside the context the layers are plain nn.Dropout again
-    assert "forward" not in vars(layers[0])
-    assert torch.equal(layers[0].eval()(x), x)
-
-
-def test_masks_repeat_with_the_generator_seed():
-    layer = torch.nn.Dropout(0.2)
-    x = torch.randn(4, 10, 16)
-    runs = []
-    for seed in (1, 1, 2):
-        with lora_dropout_masks([layer], torch.Generator().manual_seed(seed)):
-            runs.append(layer(x))
-    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
