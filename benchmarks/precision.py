@@ -19,6 +19,9 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+from bayeslora.tracking.schema import PREDICTIONS, read_predictions  # noqa: E402
+
 METRICS = ("accuracy", "ece", "nll", "brier")
 AGREEMENT_TARGET = 0.97  # the share of answers a cheaper precision may leave unchanged, at least
 
@@ -35,12 +38,9 @@ def load(directory: Path) -> dict[tuple[str, int], dict]:
         for line in path.read_text().splitlines():
             row = json.loads(line)
             run = client.get_run(row["mlflow_run_id"])
-            local = client.download_artifacts(run.info.run_id, "predictions.json")
-            stored = json.loads(Path(local).read_text())
-            argmax = {
-                i: max(range(len(p)), key=p.__getitem__)
-                for i, p in zip(stored["ids"], stored["probs"], strict=True)
-            }
+            local = client.download_artifacts(run.info.run_id, PREDICTIONS)
+            ids, _, probs = read_predictions(json.loads(Path(local).read_text()))
+            argmax = dict(zip(ids, probs.argmax(-1).tolist(), strict=True))
             rows[(f"{row['task']}/{row['mode']}", row["seed"])] = {
                 "metrics": row["metrics"],
                 "argmax": argmax,

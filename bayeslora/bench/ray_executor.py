@@ -11,7 +11,8 @@ finds those the attempt recorded), runs the others with the runner's own
 model stays loaded in the worker process for the next cell it runs.
 
 When a task ends the driver loads the cell's results back from the store
-(``ResultStore.finished``/``load``) and goes on as for a local cell: ``results.jsonl``,
+by the run ids the task returned (``ResultStore.result_runs``/``load``: no search by time,
+so the nodes' clocks need not agree) and goes on as for a local cell: ``results.jsonl``,
 then the same tables, comparisons and over-seed summaries. A cell that raised is that
 cell's failure; a worker that died (killed, out of memory, a lost node) is retried by
 Ray up to ``--max-retries`` times, and what it left RUNNING in the store is marked FAILED
@@ -226,7 +227,10 @@ def _cell_task(job: CellJob, cell: Cell) -> dict:
         waiting = ctx.claims.wait_for(cell.key, cell.label) if claim is None else nullcontext()
         try:
             with waiting:
-                stored = ctx.store.finished(cell, since=job.started if cfg.force else None)
+                # under --force, what this invocation recorded (a killed attempt's finished
+                # modes), found by parent run: the driver's clock is not this node's
+                parent = job.parent_run_id if cfg.force else None
+                stored = ctx.store.finished(cell, parent_run_id=parent)
                 ran = execute_cell(ctx, job.tasks[cell.task], cell, stored)
         finally:
             if claim is not None:

@@ -34,6 +34,7 @@ from bayeslora.tracking.schema import (
     METHOD_TAG,
     MODE_TAG,
     OOD,
+    PARENT_TAG,
     PREDICTIONS,
     RESULT,
     SAMPLE_PROBS,
@@ -79,21 +80,23 @@ class ResultStore:
         self.common_params = common_params
         self.save_adapters = save_adapters
 
-    def finished(self, cell: Cell, since: float | None = None) -> dict[str, Any]:
+    def finished(
+        self, cell: Cell, since: float | None = None, parent_run_id: str | None = None
+    ) -> dict[str, Any]:
         """mode name -> the newest FINISHED result run of ``cell`` (an MLflow Run); with
-        ``since`` (unix seconds), only runs that ended then or later."""
+        ``since`` (unix seconds), only runs that ended then or later; with ``parent_run_id``,
+        only runs nested under that bench run (what one invocation recorded, whatever the
+        clocks of the machines that recorded it)."""
         query = (
             f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = '{RESULT}' "
-            "AND attributes.status = 'FINISHED'"
+            "AND attributes.status = 'FINISHED'" + _newer(since, parent_run_id)
         )
-        if since is not None:  # a run spans its cell, which may have started before ``since``
-            query += f" AND attributes.end_time >= {int(since * 1000)}"
         runs = self.tracker.search_runs(query, order_by=["attributes.end_time DESC"])
         newest: dict[str, Any] = {}
         for run in runs:
             newest.setdefault(run.data.tags[MODE_TAG], run)
         if cell.eval_tasks:  # a mode counts as finished with its out-of-distribution runs only
-            ood = self.finished_ood(cell, since)
+            ood = self.finished_ood(cell, since, parent_run_id)
             newest = {
                 mode: run
                 for mode, run in newest.items()
@@ -218,15 +221,15 @@ class ResultStore:
             self.tracker.log_metrics({**ood.metrics, "eval_time_s": ood.eval_time_s})
             self.tracker.log_dict(_predictions(dataset, ood.probs), PREDICTIONS)
 
-    def finished_ood(self, cell: Cell, since: float | None = None) -> dict[tuple[str, str], Any]:
+    def finished_ood(
+        self, cell: Cell, since: float | None = None, parent_run_id: str | None = None
+    ) -> dict[tuple[str, str], Any]:
         """(mode, eval task) -> the newest FINISHED out-of-distribution run of ``cell``;
-        with ``since`` (unix seconds), only runs that ended then or later."""
+        ``since`` and ``parent_run_id`` as in :meth:`finished`."""
         query = (
             f"tags.`{CELL_TAG}` = '{cell.key}' AND tags.`{KIND_TAG}` = '{OOD}' "
-            "AND attributes.status = 'FINISHED'"
+            "AND attributes.status = 'FINISHED'" + _newer(since, parent_run_id)
         )
-        if since is not None:
-            query += f" AND attributes.end_time >= {int(since * 1000)}"
         newest: dict[tuple[str, str], Any] = {}
         for run in self.tracker.search_runs(query, order_by=["attributes.end_time DESC"]):
             newest.setdefault((run.data.tags[MODE_TAG], run.data.tags[EVAL_TASK_TAG]), run)
@@ -239,6 +242,17 @@ class ResultStore:
             params={**self.common_params, "task": data_info, "cell": cell.ingredients()},
             tags={k: v for k, v in result_tags(cell, "").items() if k != MODE_TAG},
         )
+
+
+def _newer(since: float | None, parent_run_id: str | None) -> str:
+    """The part of a run search that keeps only runs of ``finished``'s ``since`` and
+    ``parent_run_id``."""
+    query = ""
+    if since is not None:  # a run spans its cell, which may have started before ``since``
+        query += f" AND attributes.end_time >= {int(since * 1000)}"
+    if parent_run_id is not None:
+        query += f" AND tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    return query
 
 
 def _row(

@@ -25,6 +25,7 @@ LIBRARIES = (
     "optuna",
     "bitsandbytes",
     "laplace-torch",
+    "numpy",  # LoRA dropout's masks (SFC64, whose stream numpy keeps stable: not in the key)
 )
 # Part of every key: the libraries whose upgrade can change what any cell computes. An
 # upgrade of one of them reruns cells rather than mixing results of two versions. A

@@ -264,8 +264,8 @@ def lora_classifier(
         )
         torch.manual_seed(seed)  # LoRA A is randomly initialised; B starts at zero
         peft_model = get_peft_model(base_model, lora.to_peft())
-    use_lora_dropout(peft_model)
     try:
+        use_lora_dropout(peft_model)
         if answer_token_ids is None:
             yield ChoiceLikelihoodClassifier(peft_model)
         else:

@@ -239,9 +239,9 @@ def _available(runs: list) -> str:
         return ",".join(found[:12]) + (" ..." if len(found) > 12 else "")
 
     return (
-        f"tasks {values(lambda r: r.data.tags.get('bayeslora.task'))}; "
-        f"methods {values(lambda r: r.data.tags.get('bayeslora.method'))}; "
-        f"modes {values(lambda r: r.data.tags.get('bayeslora.mode'))}; "
+        f"tasks {values(lambda r: r.data.tags.get(TASK_TAG))}; "
+        f"methods {values(lambda r: r.data.tags.get(METHOD_TAG))}; "
+        f"modes {values(lambda r: r.data.tags.get(MODE_TAG))}; "
         f"models {values(lambda r: r.data.params.get(MODEL_PARAM))}; "
         f"{len({r.data.tags.get(PARENT_TAG) for r in runs})} parent run(s)"
     )

@@ -153,8 +153,9 @@ def test_ctrl_c_on_the_driver_cancels_the_cells_in_flight_and_keeps_the_finished
 ):
     out = new_dir("out")
     # 3 cells on 2 CPUs: the third starts when one of the first two has finished, and
-    # trains long enough (a second or two) to be in flight when Ctrl-C comes.
-    args = [*TINY, "--methods", "adamw", "--seeds", "0,1,2", "--steps", "200"]
+    # trains long enough (several seconds) to be in flight when Ctrl-C comes: with 200 steps
+    # (about 2 s) a full-suite run once saw all three finish before the interrupt landed.
+    args = [*TINY, "--methods", "adamw", "--seeds", "0,1,2", "--steps", "600"]
     args += ["--no-save-adapters", "--executor", "ray", "--output-dir", str(out)]
     returned = threading.Event()
 
@@ -222,11 +223,13 @@ def test_an_error_inside_a_cell_on_ray_is_that_cells_failure_as_in_a_local_run(
     assert failed.data.tags["bayeslora.error"].startswith("DivergedError: training loss")
 
 
-def test_under_force_the_driver_collects_by_run_id_whatever_its_clock_says(
-    ray_instance, new_dir, monkeypatch
+@pytest.mark.parametrize("skew_s", [3600, -3600])
+def test_under_force_cells_rerun_and_are_collected_whatever_the_driver_clock_says(
+    ray_instance, new_dir, monkeypatch, skew_s
 ):
-    """The driver's clock an hour ahead of its workers' (and of the store's end times):
-    under --force it still takes the runs its tasks recorded, found by their ids."""
+    """The driver's clock an hour ahead of (or behind) its workers' and the store's end
+    times: under --force every cell still reruns (a task takes only runs nested under this
+    invocation as finished), and the driver takes the runs its tasks recorded by their ids."""
     from bayeslora.bench import runner
 
     out = new_dir("out")
@@ -236,7 +239,7 @@ def test_under_force_the_driver_collects_by_run_id_whatever_its_clock_says(
 
     def an_hour_ahead(*args, **kwargs):
         ctx = real(*args, **kwargs)
-        ctx.started += 3600
+        ctx.started += skew_s
         return ctx
 
     monkeypatch.setattr(runner, "BenchContext", an_hour_ahead)

@@ -55,7 +55,21 @@ def test_eval_mode_and_rate_zero_pass_the_input_through():
     x = torch.randn(3, 5, 7)
     assert LoraDropout(0.3).eval()(x) is x
     assert LoraDropout(0.0)(x) is x
-    assert effective_rate(0.1) == round(0.1 * 2**16) / 2**16 and effective_rate(0.5) == 0.5
+    assert abs(effective_rate(0.1) - 0.1) <= 2**-17 and effective_rate(0.5) == 0.5
+
+
+def test_rates_that_round_to_none_or_all_lanes():
+    x = torch.randn(3, 5, 7)
+    assert effective_rate(1e-6) == 0 and LoraDropout(1e-6)(x) is x  # nothing dropped, no scale
+    assert effective_rate(1 - 1e-6) == 1
+    assert torch.equal(LoraDropout(1 - 1e-6)(x), torch.zeros_like(x))
+
+
+def test_the_scale_keeps_the_expectation_at_the_drawn_rate():
+    p = 0.3
+    out = LoraDropout(p)(torch.ones(100_000))
+    kept = out[out != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - effective_rate(p))))
 
 
 def test_masks_follow_torch_manual_seed_and_the_gradient_is_the_mask():
