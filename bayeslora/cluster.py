@@ -103,9 +103,16 @@ class RayCluster:
         refs = list(refs)
         if not refs:
             return
-        for ref in refs:
+        # Only what has not finished: Ray 2.60's core worker can abort the whole driver
+        # process when a force-cancel races with the task's completion (seen once here:
+        # "Check failed: it != submissible_tasks_.end() Tried to complete task that was not
+        # pending"; ray-project/ray#54798 fixed a sibling of it). This narrows the window.
+        _, running = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not running:
+            return
+        for ref in running:
             _quietly(self.ray.cancel, ref, force=True)
-        self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        self.ray.wait(running, num_returns=len(running), timeout=CANCEL_GRACE_S)
 
     def close(self) -> None:
         if self.started_here:
