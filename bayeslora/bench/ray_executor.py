@@ -67,7 +67,6 @@ class CellJob:
     tracking_uri: str
     artifact_dir: str
     parent_run_id: str  # the driver's bench run: the cells' runs nest under it
-    started: float  # the driver's start (unix s): under --force only later runs count
     progress: Any  # the StartedTasks actor's handle
 
 
@@ -95,7 +94,6 @@ def run_cells_on_ray(ctx: BenchContext, tasks, cells, stored, results, failures)
             ctx.tracker.tracking_uri,
             str(Path(cfg.output_dir) / "mlartifacts"),
             parent_run_id,
-            ctx.started,
             progress,
         )
     )
@@ -221,7 +219,6 @@ def _cell_task(job: CellJob, cell: Cell) -> dict:
             worker,
             loaded_model=cached_model(model_key),
             claims=Claims(job.tracking_uri, cfg.experiment),
-            started=job.started,
         )
         claim = ctx.claims.try_claim(cell.key)  # a local bench on this node may run it too
         waiting = ctx.claims.wait_for(cell.key, cell.label) if claim is None else nullcontext()
