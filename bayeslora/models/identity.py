@@ -22,7 +22,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bayeslora.models.loading import ModelSettings, attn_implementation_for, resolve_device
+from bayeslora.models.loading import (
+    ModelSettings,
+    attn_implementation_for,
+    local_model_path,
+    resolve_device,
+)
 from bayeslora.models.packaged import PACKAGED_MODELS, cache_dir, gguf_path, is_packaged
 from bayeslora.models.tiny import TINY_MODELS, config_model_settings
 
@@ -48,7 +53,7 @@ def model_identity(settings: ModelSettings) -> dict[str, Any]:
             "file": spec.gguf_file,
             "sha256": _cached_sha256(gguf_path(settings.name)),
         }
-    path = Path(settings.name).expanduser()
+    path = local_model_path(settings.name)
     if path.is_dir():
         del identity["name"]  # where the directory is does not matter, only what it holds
         return {**identity, "source": "local", "files": _dir_digest(path)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -128,14 +129,20 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def local_model_path(name: str) -> Path:
+    """``--model`` as a local path, ``~`` expanded where it names a home directory (pathlib's
+    ``expanduser`` raises on ``~user`` of an unknown user; ``os.path`` leaves it as it is)."""
+    return Path(os.path.expanduser(name))
+
+
 def check_model_name(name: str) -> None:
     """A name that is not packaged, not config-built and not an existing directory must be
     a hub id (``org/name``); a path that does not exist is named as such here, rather than
     handed to the hub client, whose error would not say it."""
-    if name in TINY_MODELS or is_packaged(name) or Path(name).expanduser().is_dir():
+    if name in TINY_MODELS or is_packaged(name) or local_model_path(name).is_dir():
         return
     looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_like_path or Path(name).expanduser().exists():
+    if looks_like_path or local_model_path(name).exists():
         raise ValueError(
             f"--model {name!r}: no such model directory (a local model is a directory with "
             "config.json and the weights); give a packaged name, a hub id or an existing path"

@@ -27,6 +27,7 @@ BAD = [
     (["--hp", "ivon.beta1=1"], "beta1=1 must be in [0, 1)"),
     (["--lora-dropout", "0", "--methods", "mcdropout"], "--lora-dropout"),
     (["--model", "/does/not/exist"], "no such model directory"),
+    (["--model", "~nosuchuser0"], "no such model directory"),  # found by the fuzz test below
     (["--model", "???"], "hub id"),
     (["--eval-every", "-1"], "eval_every must be >= 0"),
     (["--val-fraction", "1.5", "--eval-every", "5"], "--val-fraction must be between 0 and 1"),
