@@ -7,8 +7,12 @@
   ``bernoulli_`` masks, same batches, fp32 and bf16 bases;
 - ``bernoulli_over_deterministic_pass`` and ``lanes_over_deterministic_pass``: one MC-Dropout
   pass over the evaluation questions (dropout on at test time) over the deterministic pass;
+- ``bool_mask_over_deterministic_pass``: the same lanes applied as ``x * bool * scale``
+  (the first version), to compare with ``lanes_over_deterministic_pass``;
 - ``numpy_over_torch_lanes``: drawing the lanes alone (``[16, 160, 576]``), numpy's SFC64
-  against torch's ``random_``.
+  against torch's ``random_``;
+- ``float_mask_over_bool_mask_apply``: applying drawn lanes to an fp32 ``[16, 160, 576]``
+  input, ``apply_lanes`` (a float mask and one ``addcmul``) against ``x * bool * scale``.
 
 Each figure is the median of per-round ratios, rotating order (``common.interleave``).
 """
@@ -24,8 +28,15 @@ from pathlib import Path
 import torch
 from suite import Suite, _print_times, head_step
 
+from bayeslora.models import dropout
 from bayeslora.models.classifier import lora_classifier
-from bayeslora.models.dropout import numpy_lanes, sampling_lora_dropout, torch_lanes
+from bayeslora.models.dropout import (
+    apply_lanes,
+    effective_rate,
+    numpy_lanes,
+    sampling_lora_dropout,
+    torch_lanes,
+)
 from bayeslora.training.loop import predict_logits
 from benchmarks.common import interleave
 
@@ -40,6 +51,22 @@ def bernoulli_masks(layers):
     finally:
         for layer in layers:
             del layer.forward
+
+
+def bool_mask_apply(x, lanes, p):
+    """The first version of ``apply_lanes``: ``x * (lanes >= threshold)``, then the scale."""
+    threshold = dropout._dropped_lanes(p) - 2 ** (dropout.LANE_BITS - 1)
+    return torch.mul(x, lanes >= threshold).mul_(1.0 / (1.0 - effective_rate(p)))
+
+
+@contextlib.contextmanager
+def bool_masks():
+    """``LoraDropout`` applies its lanes with :func:`bool_mask_apply` while open."""
+    dropout.apply_lanes = bool_mask_apply
+    try:
+        yield
+    finally:
+        dropout.apply_lanes = apply_lanes
 
 
 def train_steps(suite, dtype: str, rounds: int):
@@ -111,11 +138,16 @@ def main() -> None:
             with sampling_lora_dropout(layers, torch.Generator().manual_seed(r)):
                 predict_logits(clf, data)
 
+        def bool_mask_pass(r):
+            with bool_masks():
+                lanes_pass(r)
+
         t = interleave(
             {
                 "deterministic": lambda r: predict_logits(clf, data),
                 "bernoulli": bernoulli_pass,
                 "lanes": lanes_pass,
+                "bool_mask": bool_mask_pass,
             },
             args.rounds,
         )
@@ -123,6 +155,7 @@ def main() -> None:
         _print_times(t)
         record("bernoulli_over_deterministic_pass", t, "bernoulli", "deterministic")
         record("lanes_over_deterministic_pass", t, "lanes", "deterministic")
+        record("bool_mask_over_deterministic_pass", t, "bool_mask", "deterministic")
 
     n, generator = 16 * 160 * 576, torch.Generator().manual_seed(0)
     t = interleave(
@@ -135,6 +168,19 @@ def main() -> None:
     print(f"lanes alone, {n} elements")
     _print_times(t)
     record("numpy_over_torch_lanes", t, "numpy", "torch")
+
+    x, lanes = torch.randn(16, 160, 576), numpy_lanes(n, generator).view(16, 160, 576)
+    with torch.no_grad():  # as at test time
+        t = interleave(
+            {
+                "float_mask": lambda r: [apply_lanes(x, lanes, 0.1) for _ in range(20)],
+                "bool_mask": lambda r: [bool_mask_apply(x, lanes, 0.1) for _ in range(20)],
+            },
+            args.rounds,
+        )
+    print(f"applying the lanes, {n} elements")
+    _print_times(t)
+    record("float_mask_over_bool_mask_apply", t, "float_mask", "bool_mask")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 

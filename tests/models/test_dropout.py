@@ -5,8 +5,10 @@ import torch
 
 from bayeslora.models.classifier import LoraSettings, lora_classifier
 from bayeslora.models.dropout import (
+    LANE_BITS,
     LoraDropout,
     effective_rate,
+    lane_dropout,
     numpy_lanes,
     sampling_lora_dropout,
     torch_lanes,
@@ -82,6 +84,24 @@ def test_masks_follow_torch_manual_seed_and_the_gradient_is_the_mask():
     assert not torch.equal(layer(x), out)  # the global stream moved on
     out.sum().backward()
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_element_is_dropped_when_its_lane_is_below_the_threshold_with_or_without_autograd(
+    dtype,
+):
+    p, shape = 0.1, (3, 50, 16)
+    x = torch.randn(shape, dtype=dtype)
+    lanes = numpy_lanes(x.numel(), torch.Generator().manual_seed(5)).view(shape)
+    threshold = round(p * 2**LANE_BITS) - 2 ** (LANE_BITS - 1)
+    expected = torch.where(lanes < threshold, 0.0, x * (1 / (1 - effective_rate(p)))).to(dtype)
+    plain = lane_dropout(x, p, torch.Generator().manual_seed(5))
+    tracked = lane_dropout(x.requires_grad_(), p, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, expected) and torch.equal(tracked, expected)
+    tracked.sum().backward()
+    assert torch.equal(
+        x.grad, torch.where(lanes < threshold, 0.0, 1 / (1 - effective_rate(p))).to(dtype)
+    )
 
 
 def test_sampling_uses_its_generator_in_eval_mode_and_restores_the_layers():
