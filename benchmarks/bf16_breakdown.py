@@ -1,0 +1,136 @@
+"""Where the time of a bf16 step goes on this CPU: the matrix products against the rest.
+
+  python benchmarks/bf16_breakdown.py [--rounds 3] [--eval-questions 32] [--json PATH]
+                                      [--model NAME]  # default: the embedded default's
+
+Figure 8 of ``suite.py`` compares the bf16 speed-up with the machine's bf16/fp32 matmul
+ratio. Only the matrix products get that ratio; this script measures how much of a step
+they are. For fp32 and bf16 bases (both with eager attention, so that attention's products
+are ``bmm`` calls and count as matrix products), ``torch.profiler`` records ``--rounds``
+training steps and inference passes over the evaluation questions, after a warm-up of each,
+and splits the self CPU time into matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``)
+and everything else (element-wise work, casts, softmax, copies, the optimizer). Figures,
+each for ``train`` and ``infer``:
+
+- ``matmul_share_<phase>_<dtype>``: the matrix products' share of the profiled time;
+- ``rest_fp32_over_bf16_<phase>``: how much faster everything else runs in bf16;
+- ``speedup_bound_<phase>``: the bf16 speed-up if bf16's matrix products ran at the full
+  matmul ratio (``roofline_gflops_*`` as in ``suite.py``) and everything else took the time
+  it takes now: fp32 time / (fp32 matmul time / ratio + bf16 rest time);
+- ``speedup_bound_over_matmul_ratio_<phase>``: that bound over the ratio, the quantity
+  figure 8's targets (0.6 training, 0.8 inference) are stated in. Below a target, no speed-up
+  of the matrix products alone can reach it.
+
+Profiled times are longer than plain ones (the profiler's own cost per op), so the shares
+are the figures to read, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from suite import Suite, head_step
+from torch.profiler import ProfilerActivity, profile
+
+from bayeslora.bench.config import BenchConfig
+from bayeslora.models.classifier import lora_classifier
+from benchmarks.common import matmul_roofline
+
+MATMUL_OPS = frozenset({"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"})
+DTYPES = ("float32", "bfloat16")
+
+
+def profiled_seconds(work) -> tuple[float, float]:
+    """(matrix-product seconds, all other seconds) of ``work()``, by self CPU time."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        work()
+    matmul = rest = 0.0
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        if event.key in MATMUL_OPS:
+            matmul += seconds
+        else:
+            rest += seconds
+    return matmul, rest
+
+
+def breakdown(suite: Suite, dtype: str, rounds: int) -> dict[str, tuple[float, float]]:
+    """Profiled (matmul, rest) seconds of ``rounds`` training steps and inference passes."""
+    with lora_classifier(
+        suite.base(dtype, "eager", quantization="none"), suite.answer_ids, suite.lora, seed=0
+    ) as clf:
+        optimizer = torch.optim.AdamW(clf.lora_parameters(), lr=0.0)
+        batches = suite.eval_batches()
+
+        def train():
+            clf.train()
+            for r in range(rounds):
+                head_step(clf, optimizer, suite.batch(r))
+
+        @torch.inference_mode()
+        def infer():
+            clf.eval()
+            for _ in range(rounds):
+                for _, b in batches:
+                    clf(b["input_ids"].to(suite.device), b["attention_mask"].to(suite.device))
+
+        head_step(clf, optimizer, suite.batch(-1))  # warm-ups
+        infer()
+        return {"train": profiled_seconds(train), "infer": profiled_seconds(infer)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--eval-questions", type=int, default=32)
+    p.add_argument("--json", help="write {figure: value} here")
+    p.add_argument("--model", default=BenchConfig().model)
+    args = p.parse_args(argv)
+    suite = Suite(
+        argparse.Namespace(
+            quick=True,
+            rounds=args.rounds,
+            device="cpu",
+            model=args.model,
+            dtype="float32",
+            quantization="none",
+            examples=None,
+            train_questions=16,
+            eval_questions=args.eval_questions,
+            json=None,
+        )
+    )
+    config = suite.base().config
+    tokens = 8 * int(torch.tensor([b["input_ids"].shape[1] for b in suite.batches]).median())
+    roof = {d: matmul_roofline(config, tokens, getattr(torch, d), suite.device, 5) for d in DTYPES}
+    ratio = roof["bfloat16"] / roof["float32"]
+    times = {d: breakdown(suite, d, args.rounds) for d in DTYPES}
+    figures = {"bf16_over_fp32_matmul": ratio}
+    for phase in ("train", "infer"):
+        (m32, r32), (m16, r16) = times["float32"][phase], times["bfloat16"][phase]
+        figures[f"matmul_share_{phase}_float32"] = m32 / (m32 + r32)
+        figures[f"matmul_share_{phase}_bfloat16"] = m16 / (m16 + r16)
+        figures[f"rest_fp32_over_bf16_{phase}"] = r32 / r16
+        figures[f"profiled_speedup_{phase}"] = (m32 + r32) / (m16 + r16)
+        bound = (m32 + r32) / (m32 / ratio + r16)
+        figures[f"speedup_bound_{phase}"] = bound
+        figures[f"speedup_bound_over_matmul_ratio_{phase}"] = bound / ratio
+        print(
+            f"{phase}: fp32 {m32:.2f} s matmul + {r32:.2f} s rest, "
+            f"bf16 {m16:.2f} s matmul + {r16:.2f} s rest (profiled)",
+            flush=True,
+        )
+    for name, value in figures.items():
+        print(f"  {name:<44} {value:8.4f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
