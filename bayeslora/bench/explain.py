@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bayeslora.tracking.schema import ERROR_TAG, NOTES_TAG, THREADS_TAG
+
 # (heading, params): a name ending in "." takes every param under it; in the order printed
 SECTIONS = (
     ("cell", ("cell.key", "method", "mode", "cell.task", "seed")),
@@ -49,9 +51,9 @@ def explain(run_id: str, tracking_uri: str) -> str:
         f"run {run.info.run_id} ({run.info.run_name}): {run.info.status}",
     ]
     for tag, label in (
-        ("bayeslora.error", "error"),
-        ("bayeslora.notes", "notes"),
-        ("bayeslora.threads", "threads during the run"),
+        (ERROR_TAG, "error"),
+        (NOTES_TAG, "notes"),
+        (THREADS_TAG, "threads during the run"),
     ):
         if tag in tags:
             lines.append(f"  {label}: {tags[tag]}")

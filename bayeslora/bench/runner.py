@@ -49,7 +49,7 @@ from bayeslora.tracking.mlflow_tracker import (
     describe_error,
     ui_path,
 )
-from bayeslora.tracking.schema import BENCH, KIND_TAG, METHOD_TAG, RESULT, TUNING
+from bayeslora.tracking.schema import BENCH, KIND_TAG, METHOD_TAG, RESULT, THREADS_TAG, TUNING
 from bayeslora.tracking.urls import mask_url
 from bayeslora.training.checkpoint import Checkpointer
 from bayeslora.training.loop import DivergedError
@@ -403,7 +403,7 @@ def execute_cell(ctx, task: PreparedTask, cell: Cell, stored: dict) -> dict[str,
             print(f"bayeslora: {cell.label}: {note}", file=sys.stderr)
         # every thread count the cell ran with (other workers may start and end meanwhile)
         used = ",".join(str(n) for n in [threads, *worker.history[changes:]]) if worker else ""
-        tags = {"bayeslora.threads": used} if worker else {}
+        tags = {THREADS_TAG: used} if worker else {}
         for row, probs in ctx.store.record(result, task.info, data, tags):
             results[row.mode] = (row, probs)
             print(format_table([row], header=False), file=sys.stderr)

@@ -33,6 +33,7 @@ from bayeslora.tracking.schema import (
     KIND_TAG,
     METHOD_TAG,
     MODE_TAG,
+    NOTES_TAG,
     OOD,
     PARENT_TAG,
     PREDICTIONS,
@@ -154,7 +155,7 @@ class ResultStore:
             }
             tags = {**result_tags(cell, mode.name), **(extra_tags or {})}
             if result.notes:
-                tags["bayeslora.notes"] = "; ".join(result.notes)
+                tags[NOTES_TAG] = "; ".join(result.notes)
             name = f"{mode.name}/{cell.task}/seed{cell.seed}"
             start, end = _span(result)
             with tracker.run(

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bayeslora.tracking.process import HOST_TAG, PID_TAG, is_gone, process_tags
-from bayeslora.tracking.schema import PARENT_TAG
+from bayeslora.tracking.schema import ERROR_TAG, PARENT_TAG
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # A dataset's digest as the UI shows it (MLflow's limit is 36 characters; its own are 8)
@@ -286,7 +286,7 @@ class MlflowTracker:
         """End ``run`` with ``status`` while an exception propagates: a store that fails
         now must not replace that exception with its own."""
         try:
-            self.mlflow.set_tag("bayeslora.error", reason[:5000])
+            self.mlflow.set_tag(ERROR_TAG, reason[:5000])
             self.mlflow.end_run(status=status)
         except Exception:
             _forget_active_runs(run.info.run_id)  # only this one: its parent goes on
@@ -327,7 +327,7 @@ class MlflowTracker:
             pid = run.data.tags.get(PID_TAG)
             client.set_tag(
                 run.info.run_id,
-                "bayeslora.error",
+                ERROR_TAG,
                 f"process died: pid {pid} on this host ended without closing the run",
             )
             client.set_terminated(run.info.run_id, status="FAILED")
@@ -349,7 +349,7 @@ class MlflowTracker:
             tags={
                 **process_tags(),  # it is RUNNING for a moment too
                 **(tags or {}),
-                "bayeslora.error": describe_error(error)[:5000],
+                ERROR_TAG: describe_error(error)[:5000],
             },
         )
         if params:

@@ -21,6 +21,9 @@ TASK_TAG = "bayeslora.task"  # the task trained on
 SEED_TAG = "bayeslora.seed"
 EVAL_TASK_TAG = "bayeslora.eval_task"  # on out-of-distribution runs: the task scored on
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag on a nested run
+ERROR_TAG = "bayeslora.error"  # why a run failed (the exception, or the process that died)
+NOTES_TAG = "bayeslora.notes"  # a result's notes, "; "-joined (e.g. a fallback taken)
+THREADS_TAG = "bayeslora.threads"  # torch threads of a run in a shared process
 
 # -- run kinds (values of KIND_TAG) -------------------------------------------------------
 BENCH = "bench"  # one invocation of python -m bayeslora.bench: the parent of its results
