@@ -37,7 +37,7 @@ from bayeslora.metrics.registry import table_metrics
 from bayeslora.models.identity import model_identity
 from bayeslora.models.loading import check_loaded_as, load_causal_lm, loaded_as
 from bayeslora.report.build import draw_plots, summarise
-from bayeslora.report.collect import ResultSource
+from bayeslora.report.collect import ResultSource, load_results
 from bayeslora.report.curves import result_curves
 from bayeslora.report.result import ResultRecord
 from bayeslora.report.table import paper_table
@@ -451,7 +451,7 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
     table = format_table(rows, failures=failures)
     (ctx.run_dir / "results.txt").write_text(table + "\n")
     results_json = {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]}
-    paper, plots = _paper_report(ctx, records)
+    paper, plots = _paper_report(ctx, records, _ood_records(ctx, cells, results))
     with _store_guard(ctx, "the results table was being logged (it is in results.txt)"):
         for payload, name in logged:
             ctx.tracker.log_dict(payload, name)
@@ -483,13 +483,38 @@ def _record(row: ResultRow, probs: torch.Tensor, task: PreparedTask, model: str)
     )
 
 
-def _paper_report(ctx, records: list[ResultRecord]) -> tuple[dict[str, str], list]:
-    """The paper-style table (``table.md``, ``table.csv``) and the plots (reliability per
-    task; the tau and samples curves of the runs that stored their predictions) in the run
-    directory; returns the table's files by name and the plots written."""
+def _ood_records(ctx, cells: list[Cell], results: dict) -> list[ResultRecord]:
+    """The stored out-of-distribution results of this invocation's finished cells, the
+    newest per (cell, mode, evaluation task): the table's "A→B" groups. Reading them must
+    never fail the bench (the table is what is left), so a store error skips them."""
+    if not ctx.cfg.eval_tasks:
+        return []
+    try:
+        source = ResultSource(ctx.tracker.tracking_uri)
+        runs = [
+            run
+            for cell in cells
+            if results.get(cell.key)
+            for run in ctx.store.finished_ood(cell).values()
+        ]
+        return load_results(source, runs)
+    except Exception as err:
+        print(
+            f"bayeslora: out-of-distribution groups skipped: {describe_error(err)}", file=sys.stderr
+        )
+        return []
+
+
+def _paper_report(
+    ctx, records: list[ResultRecord], ood: list[ResultRecord]
+) -> tuple[dict[str, str], list]:
+    """The paper-style table (``table.md``, ``table.csv``: ``records`` and the ``ood``
+    groups) and the plots (reliability per task; the tau and samples curves of the runs that
+    stored their predictions) in the run directory; returns the table's files by name and
+    the plots written."""
     if not records:
         return {}, []
-    table = paper_table(records)
+    table = paper_table(records + ood)
     paper = {"table.md": table.markdown(), "table.csv": table.csv()}
     for name, text in paper.items():
         (ctx.run_dir / name).write_text(text)

@@ -98,3 +98,20 @@ def test_a_rerun_finds_the_cells_finished_with_their_ood_runs(store):
     proc = bench_subprocess([*ARGS, "--output-dir", str(out)], cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 finished earlier (reused from the store), 0 to run" in proc.stderr
+    newest = max(out.glob("bench-*"), key=lambda d: d.stat().st_mtime)
+    assert "arc_easy→arc_challenge auroc(maxprob)" in _ood_columns(newest)
+
+
+def _ood_columns(run_dir) -> list[str]:
+    header = (run_dir / "table.md").read_text().splitlines()[0]
+    return [c.strip() for c in header.split("|") if "arc_easy→arc_challenge" in c]
+
+
+def test_the_end_of_run_table_has_the_out_of_distribution_group(store):
+    out, proc = store
+    (run_dir,) = sorted(out.glob("bench-*"))[:1]
+    columns = _ood_columns(run_dir)
+    assert "arc_easy→arc_challenge acc" in columns
+    assert "arc_easy→arc_challenge auroc(maxprob)" in columns
+    assert "arc_easy→arc_challenge auroc(mi)" in columns  # ivon's sampled mode logs it
+    assert "arc_easy→arc_challenge auroc(maxprob)" in proc.stderr  # printed at the end too
