@@ -91,20 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write {figure: value} here")
     p.add_argument("--model", default=BenchConfig().model)
     args = p.parse_args(argv)
-    suite = Suite(
-        argparse.Namespace(
-            quick=True,
-            rounds=args.rounds,
-            device="cpu",
-            model=args.model,
-            dtype="float32",
-            quantization="none",
-            examples=None,
-            train_questions=16,
-            eval_questions=args.eval_questions,
-            json=None,
-        )
-    )
+    suite = Suite.on_cpu(args.model, args.rounds, args.eval_questions)
     config = suite.base().config
     tokens = 8 * int(torch.tensor([b["input_ids"].shape[1] for b in suite.batches]).median())
     roof = {d: matmul_roofline(config, tokens, getattr(torch, d), suite.device, 5) for d in DTYPES}

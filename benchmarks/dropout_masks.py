@@ -95,20 +95,7 @@ def main() -> None:
     p.add_argument("--eval-questions", type=int, default=16)
     p.add_argument("--json", help="write {figure: value} here")
     args = p.parse_args()
-    suite = Suite(
-        argparse.Namespace(
-            quick=True,
-            rounds=args.rounds,
-            device="cpu",
-            model="smollm2-135m",
-            dtype="float32",
-            quantization="none",
-            examples=None,
-            train_questions=16,
-            eval_questions=args.eval_questions,
-            json=None,
-        )
-    )
+    suite = Suite.on_cpu("smollm2-135m", args.rounds, args.eval_questions)
     figures = {}
 
     def record(name, t, a, b):

@@ -120,6 +120,25 @@ class Suite:
         self.figures: dict[str, float] = {}
         self.failures: list[str] = []  # groups (or a group's methods) that raised
 
+    @classmethod
+    def on_cpu(cls, model: str, rounds: int, eval_questions: int) -> Suite:
+        """A fp32 suite on the CPU for a side script (16 training questions): its model,
+        batches and evaluation set."""
+        return cls(
+            argparse.Namespace(
+                quick=True,
+                rounds=rounds,
+                device="cpu",
+                model=model,
+                dtype="float32",
+                quantization="none",
+                examples=None,
+                train_questions=16,
+                eval_questions=eval_questions,
+                json=None,
+            )
+        )
+
     def base(
         self, dtype: str | None = None, attention: str = "auto", quantization: str | None = None
     ):
