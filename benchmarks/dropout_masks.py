@@ -54,7 +54,8 @@ def bernoulli_masks(layers):
 
 
 def bool_mask_apply(x, lanes, p):
-    """The first version of ``apply_lanes``: ``x * (lanes >= threshold)``, then the scale."""
+    """``apply_lanes`` as it first was, also at test time: ``x * (lanes >= threshold)``,
+    then the scale (torch's CPU kernel for ``x * bool`` is not vectorized)."""
     threshold = dropout._dropped_lanes(p) - 2 ** (dropout.LANE_BITS - 1)
     return torch.mul(x, lanes >= threshold).mul_(1.0 / (1.0 - effective_rate(p)))
 
@@ -62,11 +63,12 @@ def bool_mask_apply(x, lanes, p):
 @contextlib.contextmanager
 def bool_masks():
     """``LoraDropout`` applies its lanes with :func:`bool_mask_apply` while open."""
+    saved = dropout.apply_lanes
     dropout.apply_lanes = bool_mask_apply
     try:
         yield
     finally:
-        dropout.apply_lanes = apply_lanes
+        dropout.apply_lanes = saved
 
 
 def train_steps(suite, dtype: str, rounds: int):

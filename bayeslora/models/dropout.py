@@ -80,15 +80,16 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     zeroed, the rest scaled by ``1 / (1 - q)`` (``q =`` :func:`effective_rate` ``(p)``, with
     ``0 < q < 1``: :func:`lane_dropout` handles the two ends without drawing)."""
     threshold = _dropped_lanes(p) - 2 ** (LANE_BITS - 1)  # in (-2**15, 2**15): an int16
-    # The mask in x's dtype straight from the comparison (torch's CPU kernels that read a
-    # bool tensor are not vectorized: x * bool took 3x x * float), then scale * x * mask in
-    # one kernel (added to a broadcast zero); without autograd, into the mask's own memory.
-    # benchmarks/dropout_masks.py measures it against x * bool.
-    kept = torch.ge(lanes, threshold, out=torch.empty_like(x))
-    scale, zero = 1.0 / (1.0 - effective_rate(p)), x.new_zeros(())
+    scale = 1.0 / (1.0 - effective_rate(p))
     if torch.is_grad_enabled() and x.requires_grad:
-        return torch.addcmul(zero, x, kept, value=scale)
-    return torch.addcmul(zero, x, kept, value=scale, out=kept)
+        # training: autograd keeps the mask for the backward, one byte per element as a bool
+        return torch.mul(x, lanes >= threshold).mul_(scale)
+    # Without autograd (MC Dropout's test-time passes), the comparison's result is cast
+    # into a tensor of x's dtype, then scale * x * mask is one kernel (added to a broadcast
+    # zero) writing into that same memory: torch's CPU kernels that read a bool tensor are
+    # not vectorized, and x * bool took 3x x * float (benchmarks/dropout_masks.py).
+    kept = torch.ge(lanes, threshold, out=torch.empty_like(x))
+    return torch.addcmul(x.new_zeros(()), x, kept, value=scale, out=kept)
 
 
 class LoraDropout(nn.Dropout):

@@ -86,22 +86,25 @@ def test_masks_follow_torch_manual_seed_and_the_gradient_is_the_mask():
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.8)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("transposed", [False, True])
 def test_an_element_is_dropped_when_its_lane_is_below_the_threshold_with_or_without_autograd(
-    dtype,
+    dtype, transposed
 ):
     p, shape = 0.1, (3, 50, 16)
     x = torch.randn(shape, dtype=dtype)
+    if transposed:  # not contiguous
+        x = torch.randn(3, 16, 50, dtype=dtype).transpose(1, 2)
     lanes = numpy_lanes(x.numel(), torch.Generator().manual_seed(5)).view(shape)
     threshold = round(p * 2**LANE_BITS) - 2 ** (LANE_BITS - 1)
-    expected = torch.where(lanes < threshold, 0.0, x * (1 / (1 - effective_rate(p)))).to(dtype)
+    scale = 1 / (1 - effective_rate(p))
+    expected = torch.where(lanes < threshold, 0.0, x * scale).to(dtype)
     plain = lane_dropout(x, p, torch.Generator().manual_seed(5))
-    tracked = lane_dropout(x.requires_grad_(), p, torch.Generator().manual_seed(5))
+    x.requires_grad_()
+    tracked = lane_dropout(x, p, torch.Generator().manual_seed(5))
     assert torch.equal(plain, expected) and torch.equal(tracked, expected)
     tracked.sum().backward()
-    assert torch.equal(
-        x.grad, torch.where(lanes < threshold, 0.0, 1 / (1 - effective_rate(p))).to(dtype)
-    )
+    assert torch.equal(x.grad, torch.where(lanes < threshold, 0.0, scale).to(dtype))
 
 
 def test_sampling_uses_its_generator_in_eval_mode_and_restores_the_layers():
