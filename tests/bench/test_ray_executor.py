@@ -98,6 +98,38 @@ def test_a_grid_on_ray_gives_the_local_metrics_once_per_cell_and_mode(
     )
 
 
+def test_a_cell_missing_one_mode_runs_that_mode_on_ray_and_reuses_the_stored_one(
+    ray_instance, new_dir, capsys
+):
+    """What a worker killed between recording two modes leaves: the Ray task runs only the
+    missing mode, the driver collects both, and the stored one is reused, not recorded again."""
+    from mlflow.tracking import MlflowClient
+
+    out = new_dir("partial")
+    args = [*TINY, "--methods", "ivon", "--no-save-adapters", "--output-dir", str(out)]
+    assert main([*args, "--threads", "1"]) == 0  # one thread: Ray's cell reruns it exactly
+    before = _metrics(out)
+    stored = {r.data.tags["bayeslora.mode"]: r for r in _result_runs(out)}
+    MlflowClient(f"sqlite:///{out / 'mlflow.db'}").set_terminated(
+        stored["ivon@mean"].info.run_id, status="FAILED"
+    )
+    capsys.readouterr()
+
+    assert main([*args, "--executor", "ray"]) == 0
+    assert "cells: 1 done, 0 running, 0 pending, 0 failed (of 1 to run on Ray)" in (
+        capsys.readouterr().err
+    )
+    finished = [r for r in _result_runs(out) if r.info.status == "FINISHED"]
+    modes = {r.data.tags["bayeslora.mode"]: r for r in finished}
+    assert len(finished) == 2 and set(modes) == {"ivon", "ivon@mean"}
+    assert modes["ivon"].info.run_id == stored["ivon"].info.run_id  # reused, not recorded again
+    assert modes["ivon@mean"].info.run_id != stored["ivon@mean"].info.run_id
+    newest = max(out.glob("bench-*/results.jsonl"), key=lambda p: p.stat().st_mtime)
+    rows = {row["mode"]: row for row in map(json.loads, newest.read_text().splitlines())}
+    assert rows["ivon"]["reused"] is True and rows["ivon@mean"]["reused"] is False
+    assert rows["ivon@mean"]["metrics"] == before[("ivon@mean", 0)]
+
+
 def _running_cells(ray, timeout: float = 60.0) -> dict:
     """The progress actor's running cells, as soon as one runs: key -> (pid, host)."""
     deadline = time.monotonic() + timeout
