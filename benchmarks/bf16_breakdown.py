@@ -46,7 +46,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from bayeslora.bench.config import BenchConfig
 from bayeslora.models.classifier import lora_classifier
-from benchmarks.common import matmul_roofline
 
 MATMUL_OPS = frozenset({"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"})
 DTYPES = ("float32", "bfloat16")
@@ -101,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=BenchConfig().model)
     args = p.parse_args(argv)
     suite = Suite.on_cpu(args.model, args.rounds, args.eval_questions)
-    config = suite.base().config
-    tokens = 8 * int(torch.tensor([b["input_ids"].shape[1] for b in suite.batches]).median())
-    roof = {d: matmul_roofline(config, tokens, getattr(torch, d), suite.device, 5) for d in DTYPES}
+    roof = suite.rooflines(reps=5)
     ratio = roof["bfloat16"] / roof["float32"]
     times = {d: breakdown(suite, d, args.rounds) for d in DTYPES}
     figures = {"bf16_over_fp32_matmul": ratio}

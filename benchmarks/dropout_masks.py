@@ -33,6 +33,7 @@ from bayeslora.models.classifier import lora_classifier
 from bayeslora.models.dropout import (
     apply_lanes,
     effective_rate,
+    lane_threshold,
     numpy_lanes,
     sampling_lora_dropout,
     torch_lanes,
@@ -56,8 +57,7 @@ def bernoulli_masks(layers):
 def bool_mask_apply(x, lanes, p):
     """``apply_lanes`` as it first was, also at test time: ``x * (lanes >= threshold)``,
     then the scale (torch's CPU kernel for ``x * bool`` is not vectorized)."""
-    threshold = dropout._dropped_lanes(p) - 2 ** (dropout.LANE_BITS - 1)
-    return torch.mul(x, lanes >= threshold).mul_(1.0 / (1.0 - effective_rate(p)))
+    return torch.mul(x, lanes >= lane_threshold(p)).mul_(1.0 / (1.0 - effective_rate(p)))
 
 
 @contextlib.contextmanager

@@ -139,6 +139,16 @@ class Suite:
             )
         )
 
+    def rooflines(self, reps: int) -> dict[str, float]:
+        """FLOP/s of ``F.linear`` over one decoder layer's shapes at the median training batch
+        (``common.matmul_roofline``), in fp32 and in bf16."""
+        tokens = 8 * int(torch.tensor([b["input_ids"].shape[1] for b in self.batches]).median())
+        config = self.base().config
+        return {
+            dtype: matmul_roofline(config, tokens, getattr(torch, dtype), self.device, reps)
+            for dtype in ("float32", "bfloat16")
+        }
+
     def base(
         self, dtype: str | None = None, attention: str = "auto", quantization: str | None = None
     ):
@@ -445,12 +455,9 @@ def bf16_figures(suite: Suite) -> None:
     of each dtype over the model's linear shapes; the fraction of it a step reaches."""
     print(f"bf16 ({len(suite.batches)} rounds)", flush=True)
     config = suite.base().config
-    tokens = 8 * int(torch.tensor([b["input_ids"].shape[1] for b in suite.batches]).median())
-    reps = 5 if suite.quick else 9
-    roof = {}
-    for dtype in ("float32", "bfloat16"):
-        roof[dtype] = matmul_roofline(config, tokens, getattr(torch, dtype), suite.device, reps)
-        suite.record(f"roofline_gflops_{dtype}", roof[dtype] / 1e9)
+    roof = suite.rooflines(reps=5 if suite.quick else 9)
+    for dtype, flops in roof.items():
+        suite.record(f"roofline_gflops_{dtype}", flops / 1e9)
     matmul_ratio = roof["bfloat16"] / roof["float32"]
     suite.record("bf16_over_fp32_matmul", matmul_ratio)
 

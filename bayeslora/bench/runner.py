@@ -451,7 +451,7 @@ def _report(ctx, tasks, cells, results, failures) -> list[ResultRow]:
     table = format_table(rows, failures=failures)
     (ctx.run_dir / "results.txt").write_text(table + "\n")
     results_json = {"rows": [asdict(r) for r in rows], "failures": [asdict(f) for f in failures]}
-    paper, plots = _paper_report(ctx, records, _ood_records(ctx, cells, results))
+    paper, plots = _paper_report(ctx, records, cells, results)
     with _store_guard(ctx, "the results table was being logged (it is in results.txt)"):
         for payload, name in logged:
             ctx.tracker.log_dict(payload, name)
@@ -506,15 +506,15 @@ def _ood_records(ctx, cells: list[Cell], results: dict) -> list[ResultRecord]:
 
 
 def _paper_report(
-    ctx, records: list[ResultRecord], ood: list[ResultRecord]
+    ctx, records: list[ResultRecord], cells: list[Cell], results: dict
 ) -> tuple[dict[str, str], list]:
-    """The paper-style table (``table.md``, ``table.csv``: ``records`` and the ``ood``
-    groups) and the plots (reliability per task; the tau and samples curves of the runs that
-    stored their predictions) in the run directory; returns the table's files by name and
-    the plots written."""
+    """The paper-style table (``table.md``, ``table.csv``: ``records`` and the stored
+    out-of-distribution groups of ``cells``) and the plots (reliability per task; the tau
+    and samples curves of the runs that stored their predictions) in the run directory;
+    returns the table's files by name and the plots written."""
     if not records:
         return {}, []
-    table = paper_table(records + ood)
+    table = paper_table(records + _ood_records(ctx, cells, results))
     paper = {"table.md": table.markdown(), "table.csv": table.csv()}
     for name, text in paper.items():
         (ctx.run_dir / name).write_text(text)

@@ -42,6 +42,12 @@ def _dropped_lanes(p: float) -> int:
     return min(max(round(p * 2**LANE_BITS), 0), 2**LANE_BITS)
 
 
+def lane_threshold(p: float) -> int:
+    """The lowest lane value that keeps an element at rate ``p``; for ``0 < q < 1``
+    (:func:`effective_rate`) it is in (-2**15, 2**15), an int16."""
+    return _dropped_lanes(p) - 2 ** (LANE_BITS - 1)
+
+
 def random_lanes(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """``n`` independent 16-bit integers, uniform on [-2**15, 2**15), on ``device``."""
     if torch.device(device).type == "cpu":
@@ -79,7 +85,7 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     """``x`` with the elements whose 16-bit lane is among the lowest ``p * 2**16`` values
     zeroed, the rest scaled by ``1 / (1 - q)`` (``q =`` :func:`effective_rate` ``(p)``, with
     ``0 < q < 1``: :func:`lane_dropout` handles the two ends without drawing)."""
-    threshold = _dropped_lanes(p) - 2 ** (LANE_BITS - 1)  # in (-2**15, 2**15): an int16
+    threshold = lane_threshold(p)
     scale = 1.0 / (1.0 - effective_rate(p))
     if torch.is_grad_enabled() and x.requires_grad:
         # training: autograd keeps the mask for the backward, one byte per element as a bool
