@@ -18,6 +18,7 @@ written against that and the LoRA helpers of :class:`LoraClassifier`.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -271,9 +272,13 @@ def lora_classifier(
         else:
             yield AnswerTokenClassifier(peft_model, answer_token_ids)
     finally:
-        peft_model.unload()
-        # unload() leaves peft's bookkeeping on the base; without it the next run's
-        # adapters would be attached as a second adapter instead of fresh ones.
-        if hasattr(base_model, "peft_config"):
-            del base_model.peft_config
-        base_model.requires_grad_(False)
+        # A script that entered this context and never left it closes it at interpreter
+        # exit. The base dies with the process then, and unload() must not run: it starts
+        # tqdm's monitor thread, and starting a thread during shutdown hangs forever.
+        if not sys.is_finalizing():
+            peft_model.unload()
+            # unload() leaves peft's bookkeeping on the base; without it the next run's
+            # adapters would be attached as a second adapter instead of fresh ones.
+            if hasattr(base_model, "peft_config"):
+                del base_model.peft_config
+            base_model.requires_grad_(False)

@@ -113,3 +113,30 @@ def test_base_modules_are_registered_once(tiny_model):
     with lora_classifier(tiny_model, ANSWER_IDS, LoraSettings()) as clf:
         assert len(list(clf.named_parameters())) == len(list(clf.peft_model.named_parameters()))
         assert clf.output_layer is tiny_model.get_output_embeddings()
+
+
+def test_a_script_that_never_leaves_the_context_still_exits():
+    """Closing the context at interpreter exit skips peft's unload(), whose tqdm monitor
+    thread cannot start during shutdown (the process used to hang there, idle)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from bayeslora.models.classifier import LoraSettings, lora_classifier
+        from bayeslora.models.tiny import tiny_llama
+
+        context = lora_classifier(tiny_llama(64), [1, 2, 3, 4], LoraSettings())
+        clf = context.__enter__()  # and never __exit__
+        print("entered", flush=True)
+        """
+    )
+    keep = ("PATH", "HOME", "BAYESLORA_CACHE", "PYTHONPATH")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert "entered" in done.stdout
