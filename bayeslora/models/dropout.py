@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 LANE_BITS = 16  # random bits per mask element: the rate is a multiple of 2**-16
 
@@ -87,7 +88,7 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     ``0 < q < 1``: :func:`lane_dropout` handles the two ends without drawing)."""
     threshold = lane_threshold(p)
     scale = 1.0 / (1.0 - effective_rate(p))
-    if torch.is_grad_enabled() and x.requires_grad:
+    if _differentiated(x):
         # training: autograd keeps the mask for the backward, one byte per element as a bool
         return torch.mul(x, lanes >= threshold).mul_(scale)
     # Without autograd (MC Dropout's test-time passes), the comparison's result is cast
@@ -97,6 +98,17 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     # (benchmarks/dropout_masks.py, float_mask_over_bool_mask_apply).
     kept = torch.ge(lanes, threshold, out=torch.empty_like(x))
     return torch.addcmul(x.new_zeros(()), x, kept, value=scale, out=kept)
+
+
+def _differentiated(x: Tensor) -> bool:
+    """Whether ``x`` is differentiated through: reverse-mode autograd, forward-mode AD (a dual
+    tensor) or a ``torch.func`` transform (``vmap``, ``jvp``, ``jacrev``), none of which
+    supports the ``out=`` kernels of the test-time path."""
+    return (
+        (torch.is_grad_enabled() and x.requires_grad)
+        or torch._C._functorch.is_functorch_wrapped_tensor(x)  # no public test for this
+        or forward_ad.unpack_dual(x).tangent is not None
+    )
 
 
 class LoraDropout(nn.Dropout):

@@ -7,6 +7,7 @@ from bayeslora.models.classifier import LoraSettings, lora_classifier
 from bayeslora.models.dropout import (
     LANE_BITS,
     LoraDropout,
+    apply_lanes,
     effective_rate,
     lane_dropout,
     numpy_lanes,
@@ -105,6 +106,25 @@ def test_an_element_is_dropped_when_its_lane_is_below_the_threshold_with_or_with
     assert torch.equal(plain, expected) and torch.equal(tracked, expected)
     tracked.sum().backward()
     assert torch.equal(x.grad, torch.where(lanes < threshold, 0.0, scale).to(dtype))
+
+
+def test_vmap_and_forward_mode_ad_without_autograd_take_the_masked_path():
+    """The test-time path writes with out= kernels, which torch.func and forward-mode AD do
+    not support: under them the mask is applied as in training, with the same values."""
+    from torch.autograd import forward_ad
+    from torch.func import jvp, vmap
+
+    p, x = 0.1, torch.randn(4, 64)
+    lanes = numpy_lanes(x.numel(), torch.Generator().manual_seed(2)).view(x.shape)
+    keep = (lanes >= round(p * 2**LANE_BITS) - 2 ** (LANE_BITS - 1)) / (1 - effective_rate(p))
+    with torch.no_grad():
+        torch.testing.assert_close(vmap(lambda a, b: apply_lanes(a, b, p))(x, lanes), x * keep)
+        out, tangent = jvp(lambda a: apply_lanes(a, lanes, p), (x,), (torch.ones_like(x),))
+        torch.testing.assert_close(out, x * keep)
+        torch.testing.assert_close(tangent, keep)
+        with forward_ad.dual_level():
+            dual = apply_lanes(forward_ad.make_dual(x, torch.ones_like(x)), lanes, p)
+            torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, keep)
 
 
 def test_sampling_uses_its_generator_in_eval_mode_and_restores_the_layers():
