@@ -1,0 +1,137 @@
+"""What ``torch.compile`` of the decoder layers would buy: an option the harness does not take.
+
+  python benchmarks/compiled_layers.py [--rounds 3] [--eval-questions 64] [--json PATH]
+                                       [--backend inductor] [--dtypes float32,bfloat16]
+                                       [--model NAME]  # default: the embedded default's
+
+Figure 8 of ``suite.py`` (bf16 over fp32 against the machine's matmul ratio) is held back by
+element-wise work that runs no faster in bf16 (``bf16_breakdown.py``); fusing it is what a
+compiler does. For each dtype (eager attention, the bf16 CPU default) this script compiles
+every decoder layer on its own (``torch.compile(layer, dynamic=True)``: one graph for all
+layers and sequence lengths) and times, interleaved on the same batches, a training step and
+an inference pass over the evaluation questions with the eager layers against the compiled
+ones (swapped in and out of the decoder's layer list). Figures, per dtype:
+
+- ``compile_seconds_<dtype>``: the first training step and inference pass with compiled
+  layers, less the same work eager: the cost a run would pay once (inductor keeps a cache on
+  disk, so a second process compiles faster than the first);
+- ``compiled_over_eager_train_<dtype>``, ``compiled_over_eager_infer_<dtype>``: compiled time
+  over eager time (median of per-round ratios; below 1 is faster).
+
+LoRA dropout's numpy draw cannot be traced (``models/dropout.py``); here it runs outside the
+graph (``torch.compiler.disable``), a graph break per adapter in a training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from common import interleave
+from suite import Suite, _print_times, head_step
+
+import bayeslora.models.dropout as lora_dropout
+from bayeslora.bench.config import BenchConfig
+from bayeslora.models.classifier import lora_classifier
+
+
+@contextlib.contextmanager
+def lanes_outside_the_graph():
+    """LoRA dropout's random draw (numpy) run eagerly inside a compiled layer."""
+    eager = lora_dropout.random_lanes
+    lora_dropout.random_lanes = torch.compiler.disable(eager)
+    try:
+        yield
+    finally:
+        lora_dropout.random_lanes = eager
+
+
+def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
+    with lora_classifier(
+        suite.base(dtype, "eager", quantization="none"), suite.answer_ids, suite.lora, seed=0
+    ) as clf:
+        optimizer = torch.optim.AdamW(clf.lora_parameters(), lr=0.0)
+        layers = clf.decoder.layers
+        eager = list(layers)
+        compiled = [torch.compile(layer, backend=backend, dynamic=True) for layer in eager]
+        batches = suite.eval_batches()
+
+        def use(which: list) -> None:
+            for i, layer in enumerate(which):
+                layers[i] = layer
+
+        def train(r: int) -> None:
+            clf.train()
+            head_step(clf, optimizer, suite.batch(r))
+
+        @torch.inference_mode()
+        def infer() -> None:
+            clf.eval()
+            for _, b in batches:
+                clf(b["input_ids"].to(suite.device), b["attention_mask"].to(suite.device))
+
+        def first(which: list) -> float:
+            use(which)
+            start = time.perf_counter()
+            train(-1)
+            infer()
+            return time.perf_counter() - start
+
+        try:
+            eager_first = first(eager)  # warms the eager path too
+            compile_seconds = first(compiled) - eager_first
+            t_train = interleave(
+                {
+                    "eager": lambda r: (use(eager), train(r)),
+                    "compiled": lambda r: (use(compiled), train(r)),
+                },
+                suite.rounds,
+            )
+            t_infer = interleave(
+                {
+                    "eager": lambda r: (use(eager), infer()),
+                    "compiled": lambda r: (use(compiled), infer()),
+                },
+                suite.rounds,
+            )
+        finally:
+            use(eager)  # the base goes back as it came
+        _print_times(t_train, "train ")
+        _print_times(t_infer, "infer ")
+        return {
+            f"compile_seconds_{dtype}": compile_seconds,
+            f"compiled_over_eager_train_{dtype}": t_train.ratio("compiled", "eager"),
+            f"compiled_over_eager_infer_{dtype}": t_infer.ratio("compiled", "eager"),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--eval-questions", type=int, default=64)
+    p.add_argument("--backend", default="inductor", help="torch.compile backend")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--json", help="write {figure: value} here")
+    p.add_argument("--model", default=BenchConfig().model)
+    args = p.parse_args(argv)
+    suite = Suite.on_cpu(args.model, args.rounds, args.eval_questions)
+    figures: dict[str, float] = {}
+    with lanes_outside_the_graph():
+        for dtype in args.dtypes.split(","):
+            print(f"{dtype} ({args.rounds} rounds, backend {args.backend})", flush=True)
+            figures.update(measure(suite, dtype, args.backend))
+    for name, value in figures.items():
+        print(f"  {name:<40} {value:8.4f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
