@@ -41,7 +41,7 @@ import json
 from pathlib import Path
 
 import torch
-from suite import Suite, head_step
+from suite import Suite, eval_pass, head_step
 from torch.profiler import ProfilerActivity, profile
 
 from bayeslora.bench.config import BenchConfig
@@ -78,12 +78,9 @@ def breakdown(suite: Suite, dtype: str, rounds: int) -> dict[str, tuple[float, f
             for r in range(rounds):
                 head_step(clf, optimizer, suite.batch(r))
 
-        @torch.inference_mode()
         def infer():
-            clf.eval()
             for _ in range(rounds):
-                for _, b in batches:
-                    clf(b["input_ids"].to(suite.device), b["attention_mask"].to(suite.device))
+                eval_pass(clf, batches, suite.device)
 
         head_step(clf, optimizer, suite.batch(-1))  # warm-ups
         infer()

@@ -6,20 +6,25 @@
 
 Figure 8 of ``suite.py`` (bf16 over fp32 against the machine's matmul ratio) is held back by
 element-wise work that runs no faster in bf16 (``bf16_breakdown.py``); fusing it is what a
-compiler does. For each dtype (eager attention, the bf16 CPU default) this script compiles
-every decoder layer on its own (``torch.compile(layer, dynamic=True)``: one graph for all
-layers and sequence lengths) and times, interleaved on the same batches, a training step and
-an inference pass over the evaluation questions with the eager layers against the compiled
-ones (swapped in and out of the decoder's layer list). Figures, per dtype:
+compiler does. For each dtype in turn, in one process (eager attention, the bf16 CPU
+default), this script compiles every decoder layer on its own
+(``torch.compile(layer, dynamic=True)``: the layers share their graphs, and sequence lengths
+do not recompile) and times, interleaved on the same batches, a training step and an
+inference pass over the evaluation questions with the eager layers against the compiled ones
+(swapped in and out of the decoder's layer list). Figures, per dtype:
 
 - ``compile_seconds_<dtype>``: the first training step and inference pass with compiled
-  layers, less the same work eager: the cost a run would pay once (inductor keeps a cache on
-  disk, so a second process compiles faster than the first);
+  layers less the same work with warm eager layers: the cost a run would pay once. Inductor
+  keeps a cache on disk, so a second process (or the second dtype) can compile faster;
 - ``compiled_over_eager_train_<dtype>``, ``compiled_over_eager_infer_<dtype>``: compiled time
-  over eager time (median of per-round ratios; below 1 is faster).
+  over eager time (median of per-round ratios; below 1 is faster);
+- ``graphs_<dtype>``, ``graph_breaks_<dtype>``: how many graphs dynamo compiled and how many
+  times it broke one (``torch._dynamo``'s counters), so that a ratio near 1 cannot hide
+  layers that silently ran uncompiled; hitting the recompile limit is an error here.
 
 LoRA dropout's numpy draw cannot be traced (``models/dropout.py``); here it runs outside the
-graph (``torch.compiler.disable``), a graph break per adapter in a training step.
+graph (``torch.compiler.disable``): in a training step each adapter's dropout breaks its
+layer's graph, so a layer is several graphs there.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo
 from common import interleave
-from suite import Suite, _print_times, head_step
+from suite import Suite, _print_times, eval_pass, head_step
+from torch._dynamo.utils import counters
 
 import bayeslora.models.dropout as lora_dropout
 from bayeslora.bench.config import BenchConfig
@@ -68,22 +75,17 @@ def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
             clf.train()
             head_step(clf, optimizer, suite.batch(r))
 
-        @torch.inference_mode()
-        def infer() -> None:
-            clf.eval()
-            for _, b in batches:
-                clf(b["input_ids"].to(suite.device), b["attention_mask"].to(suite.device))
-
         def first(which: list) -> float:
             use(which)
             start = time.perf_counter()
             train(-1)
-            infer()
+            eval_pass(clf, batches, suite.device)
             return time.perf_counter() - start
 
+        counters.clear()
         try:
-            eager_first = first(eager)  # warms the eager path too
-            compile_seconds = first(compiled) - eager_first
+            first(eager)  # untimed: the first step at a new length is slower
+            compile_seconds = first(compiled) - first(eager)
             t_train = interleave(
                 {
                     "eager": lambda r: (use(eager), train(r)),
@@ -93,8 +95,8 @@ def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
             )
             t_infer = interleave(
                 {
-                    "eager": lambda r: (use(eager), infer()),
-                    "compiled": lambda r: (use(compiled), infer()),
+                    "eager": lambda r: (use(eager), eval_pass(clf, batches, suite.device)),
+                    "compiled": lambda r: (use(compiled), eval_pass(clf, batches, suite.device)),
                 },
                 suite.rounds,
             )
@@ -106,6 +108,8 @@ def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
             f"compile_seconds_{dtype}": compile_seconds,
             f"compiled_over_eager_train_{dtype}": t_train.ratio("compiled", "eager"),
             f"compiled_over_eager_infer_{dtype}": t_infer.ratio("compiled", "eager"),
+            f"graphs_{dtype}": float(counters["stats"]["unique_graphs"]),
+            f"graph_breaks_{dtype}": float(sum(counters["graph_break"].values())),
         }
 
 
@@ -122,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     suite = Suite.on_cpu(args.model, args.rounds, args.eval_questions)
     figures: dict[str, float] = {}
+    # a layer that recompiles past the limit would run uncompiled and look like no gain
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     with lanes_outside_the_graph():
         for dtype in args.dtypes.split(","):
             print(f"{dtype} ({args.rounds} rounds, backend {args.backend})", flush=True)
             figures.update(measure(suite, dtype, args.backend))
-    for name, value in figures.items():
-        print(f"  {name:<40} {value:8.4f}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+            for name, value in figures.items():
+                if name.endswith(dtype):
+                    print(f"  {name:<40} {value:8.4f}", flush=True)
+            if args.json:  # after each dtype: a crash in the next keeps these
+                Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

@@ -210,6 +210,15 @@ def head_step(clf, optimizer, batch, sampled=None) -> None:
     optimizer.step()
 
 
+@torch.inference_mode()
+def eval_pass(clf, batches, device) -> None:
+    """One inference pass of the harness's classifier over ``batches`` (``eval_batches()``),
+    in eval mode."""
+    clf.eval()
+    for _, b in batches:
+        clf(b["input_ids"].to(device), b["attention_mask"].to(device))
+
+
 def full_logits_step(clf, optimizer, batch) -> None:
     """The same loss read from the LM's full [B, T, V] logits (what the head avoids)."""
     optimizer.zero_grad(set_to_none=True)
@@ -490,15 +499,12 @@ def bf16_figures(suite: Suite) -> None:
         _print_times(t)
         train_t = t
         batches = suite.eval_batches()
-
-        @torch.inference_mode()
-        def infer(name):
-            clfs[name].eval()
-            for _, b in batches:
-                clfs[name](b["input_ids"].to(suite.device), b["attention_mask"].to(suite.device))
-
         infer_t = interleave(
-            {name: (lambda r, n=name: infer(n)) for name in variants}, suite.rounds
+            {
+                name: (lambda r, n=name: eval_pass(clfs[n], batches, suite.device))
+                for name in variants
+            },
+            suite.rounds,
         )
         _print_times(infer_t)
 

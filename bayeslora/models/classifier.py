@@ -265,6 +265,7 @@ def lora_classifier(
         )
         torch.manual_seed(seed)  # LoRA A is randomly initialised; B starts at zero
         peft_model = get_peft_model(base_model, lora.to_peft())
+    is_finalizing = sys.is_finalizing  # kept: at shutdown the module's globals may be gone
     try:
         use_lora_dropout(peft_model)
         if answer_token_ids is None:
@@ -274,8 +275,9 @@ def lora_classifier(
     finally:
         # A script that entered this context and never left it closes it at interpreter
         # exit. The base dies with the process then, and unload() must not run: it starts
-        # tqdm's monitor thread, and starting a thread during shutdown hangs forever.
-        if not sys.is_finalizing():
+        # tqdm's monitor thread, and starting a thread during shutdown hangs forever (Python
+        # 3.11; from 3.12 it raises, and tqdm prints a warning).
+        if not is_finalizing():
             peft_model.unload()
             # unload() leaves peft's bookkeeping on the base; without it the next run's
             # adapters would be attached as a second adapter instead of fresh ones.

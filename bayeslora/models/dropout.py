@@ -88,8 +88,9 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     ``0 < q < 1``: :func:`lane_dropout` handles the two ends without drawing)."""
     threshold = lane_threshold(p)
     scale = 1.0 / (1.0 - effective_rate(p))
-    if _differentiated(x):
-        # training: autograd keeps the mask for the backward, one byte per element as a bool
+    if not _plain(x, lanes):
+        # training (autograd keeps the mask for the backward, one byte per element as a
+        # bool), forward-mode AD and torch.func transforms
         return torch.mul(x, lanes >= threshold).mul_(scale)
     # Without autograd (MC Dropout's test-time passes), the comparison's result is cast
     # into a tensor of x's dtype, then scale * x * mask is one kernel (added to a broadcast
@@ -100,14 +101,17 @@ def apply_lanes(x: Tensor, lanes: Tensor, p: float) -> Tensor:
     return torch.addcmul(x.new_zeros(()), x, kept, value=scale, out=kept)
 
 
-def _differentiated(x: Tensor) -> bool:
-    """Whether ``x`` is differentiated through: reverse-mode autograd, forward-mode AD (a dual
-    tensor) or a ``torch.func`` transform (``vmap``, ``jvp``, ``jacrev``), none of which
-    supports the ``out=`` kernels of the test-time path."""
-    return (
-        (torch.is_grad_enabled() and x.requires_grad)
-        or torch._C._functorch.is_functorch_wrapped_tensor(x)  # no public test for this
-        or forward_ad.unpack_dual(x).tangent is not None
+def _plain(*tensors: Tensor) -> bool:
+    """Whether the ``out=`` kernels of the test-time path may run on ``tensors``: nothing
+    differentiates them (reverse-mode autograd, a forward-mode dual tensor) and no
+    ``torch.func`` transform (``vmap``, ``jvp``, ``jacrev``) wraps them; those support no
+    ``out=``. (Under ``vmap`` one mask is drawn for the whole batch of calls, as numpy's draw
+    is outside the transform: its ``randomness`` setting does not apply.)"""
+    return not any(
+        (torch.is_grad_enabled() and t.requires_grad)
+        or torch._C._functorch.is_functorch_wrapped_tensor(t)  # no public test for this
+        or forward_ad.unpack_dual(t).tangent is not None
+        for t in tensors
     )
 
 

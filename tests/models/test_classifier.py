@@ -140,3 +140,17 @@ def test_a_script_that_never_leaves_the_context_still_exits():
     )
     assert done.returncode == 0, done.stderr
     assert "entered" in done.stdout
+    assert "Exception ignored" not in done.stderr and "tqdm" not in done.stderr, done.stderr
+
+
+def test_a_context_dropped_before_shutdown_still_restores_the_base(tiny_model):
+    import gc
+
+    context = lora_classifier(tiny_model, ANSWER_IDS, LoraSettings())
+    clf = context.__enter__()
+    assert clf.lora_parameters()
+    del context, clf
+    gc.collect()  # closes the abandoned generator: its finally unloads the adapters
+    assert not hasattr(tiny_model, "peft_config")
+    assert not any("lora_" in name for name, _ in tiny_model.named_parameters())
+    assert not any(p.requires_grad for p in tiny_model.parameters())

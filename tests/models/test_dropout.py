@@ -119,6 +119,9 @@ def test_vmap_and_forward_mode_ad_without_autograd_take_the_masked_path():
     keep = (lanes >= round(p * 2**LANE_BITS) - 2 ** (LANE_BITS - 1)) / (1 - effective_rate(p))
     with torch.no_grad():
         torch.testing.assert_close(vmap(lambda a, b: apply_lanes(a, b, p))(x, lanes), x * keep)
+        torch.testing.assert_close(  # only the lanes batched
+            vmap(lambda b: apply_lanes(x[0], b, p))(lanes), x[0] * keep
+        )
         out, tangent = jvp(lambda a: apply_lanes(a, lanes, p), (x,), (torch.ones_like(x),))
         torch.testing.assert_close(out, x * keep)
         torch.testing.assert_close(tangent, keep)
