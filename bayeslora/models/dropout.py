@@ -73,7 +73,9 @@ def torch_lanes(n: int, device, generator: torch.Generator | None = None) -> Ten
 
 def lane_dropout(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """``x`` with each element zeroed at rate ``q =`` :func:`effective_rate` ``(p)`` and the
-    rest scaled by ``1 / (1 - q)``; masks from ``generator`` (default: torch's global one)."""
+    rest scaled by ``1 / (1 - q)``; masks from ``generator`` (default: torch's global one).
+    Under ``vmap`` the seed drawn from the generator is a random op: it works with
+    ``randomness="same"`` only, and then one mask serves the whole batch of calls."""
     dropped = _dropped_lanes(p)
     if dropped == 0:
         return x
@@ -105,8 +107,7 @@ def _plain(*tensors: Tensor) -> bool:
     """Whether the ``out=`` kernels of the test-time path may run on ``tensors``: nothing
     differentiates them (reverse-mode autograd, a forward-mode dual tensor) and no
     ``torch.func`` transform (``vmap``, ``jvp``, ``jacrev``) wraps them; those support no
-    ``out=``. (Under ``vmap`` one mask is drawn for the whole batch of calls, as numpy's draw
-    is outside the transform: its ``randomness`` setting does not apply.)"""
+    ``out=``."""
     return not any(
         (torch.is_grad_enabled() and t.requires_grad)
         or torch._C._functorch.is_functorch_wrapped_tensor(t)  # no public test for this

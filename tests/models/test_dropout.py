@@ -130,6 +130,17 @@ def test_vmap_and_forward_mode_ad_without_autograd_take_the_masked_path():
             torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, keep)
 
 
+def test_under_vmap_one_mask_serves_the_batch_with_randomness_same_only():
+    from torch.func import vmap
+
+    x = torch.randn(3, 4, 64)
+    with torch.no_grad():
+        out = vmap(lambda a: lane_dropout(a, 0.1), randomness="same")(x)
+        assert all(torch.equal(out[0] == 0, out[i] == 0) for i in range(3))
+        with pytest.raises(RuntimeError, match="random"):
+            vmap(lambda a: lane_dropout(a, 0.1))(x)  # randomness="error", the default
+
+
 def test_sampling_uses_its_generator_in_eval_mode_and_restores_the_layers():
     layers = [LoraDropout(0.2).eval(), LoraDropout(0.2).eval()]
     x = torch.randn(4, 10, 16)
