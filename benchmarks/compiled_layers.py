@@ -2,6 +2,7 @@
 
   python benchmarks/compiled_layers.py [--rounds 3] [--eval-questions 64] [--json PATH]
                                        [--backend inductor] [--dtypes float32,bfloat16]
+                                       [--train-dropout lanes|fused]
                                        [--model NAME]  # default: the embedded default's
 
 Figure 8 of ``suite.py`` (bf16 over fp32 against the machine's matmul ratio) is held back by
@@ -23,9 +24,16 @@ inference pass over the evaluation questions with the eager layers against the c
   times it broke one (``torch._dynamo``'s counters), so that a ratio near 1 cannot hide
   layers that silently ran uncompiled; hitting the recompile limit is an error here.
 
-LoRA dropout's numpy draw cannot be traced (``models/dropout.py``); here it runs outside the
-graph (``torch.compiler.disable``): in a training step each adapter's dropout breaks its
-layer's graph, so a layer is several graphs there.
+LoRA dropout's numpy draw cannot be traced (``models/dropout.py``). ``--train-dropout``
+says what the compiled layers do with it in training:
+
+- ``lanes`` (the default): the harness's draw runs outside the graph
+  (``torch.compiler.disable``), so each adapter's dropout breaks its layer's graph;
+- ``fused``: the compiled layers trace torch's own ``F.dropout`` instead, which inductor
+  draws with its own generator inside the fused kernels (other masks than the harness's,
+  the same rate): what compiling training could buy at best. The training figure is then
+  named ``compiled_fused_dropout_over_eager_train_<dtype>``; the eager layers keep the
+  harness's dropout, and inference (no dropout) is the same in both modes.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch._dynamo
+import torch.nn.functional as F
 from common import interleave
 from suite import Suite, _print_times, eval_pass, head_step
 from torch._dynamo.utils import counters
@@ -45,6 +54,7 @@ from torch._dynamo.utils import counters
 import bayeslora.models.dropout as lora_dropout
 from bayeslora.bench.config import BenchConfig
 from bayeslora.models.classifier import lora_classifier
+from bayeslora.models.dropout import LoraDropout
 
 
 @contextlib.contextmanager
@@ -58,7 +68,28 @@ def lanes_outside_the_graph():
         lora_dropout.random_lanes = eager
 
 
-def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
+@contextlib.contextmanager
+def torch_dropout_in_the_graph():
+    """LoRA dropout traced as torch's ``F.dropout`` while dynamo compiles a layer; eager
+    calls keep the harness's lanes."""
+    harness = LoraDropout.forward
+
+    def forward(self, x):
+        if torch.compiler.is_compiling() and self.training and self.p > 0:
+            return F.dropout(x, self.p, training=True)
+        return harness(self, x)
+
+    LoraDropout.forward = forward
+    try:
+        yield
+    finally:
+        LoraDropout.forward = harness
+
+
+TRAIN_DROPOUT = {"lanes": lanes_outside_the_graph, "fused": torch_dropout_in_the_graph}
+
+
+def measure(suite: Suite, dtype: str, backend: str, train_name: str) -> dict[str, float]:
     with lora_classifier(
         suite.base(dtype, "eager", quantization="none"), suite.answer_ids, suite.lora, seed=0
     ) as clf:
@@ -108,7 +139,7 @@ def measure(suite: Suite, dtype: str, backend: str) -> dict[str, float]:
         _print_times(t_infer, "infer ")
         return {
             f"compile_seconds_{dtype}": compile_seconds,
-            f"compiled_over_eager_train_{dtype}": t_train.ratio("compiled", "eager"),
+            f"{train_name}_over_eager_train_{dtype}": t_train.ratio("compiled", "eager"),
             f"compiled_over_eager_infer_{dtype}": t_infer.ratio("compiled", "eager"),
             f"graphs_{dtype}": float(counters["stats"]["unique_graphs"]),
             f"graph_breaks_{dtype}": float(sum(counters["graph_break"].values())),
@@ -123,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-questions", type=int, default=64)
     p.add_argument("--backend", default="inductor", help="torch.compile backend")
     p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument(
+        "--train-dropout", choices=sorted(TRAIN_DROPOUT), default="lanes",
+        help="LoRA dropout in compiled training: the harness's draw outside the graph "
+        "(lanes) or torch's dropout fused into it (fused)",
+    )  # fmt: skip
     p.add_argument("--json", help="write {figure: value} here")
     p.add_argument("--model", default=BenchConfig().model)
     args = p.parse_args(argv)
@@ -130,10 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, float] = {}
     # a layer that recompiles past the limit would run uncompiled and look like no gain
     torch._dynamo.config.fail_on_recompile_limit_hit = True
-    with lanes_outside_the_graph():
+    train_name = "compiled_fused_dropout" if args.train_dropout == "fused" else "compiled"
+    with TRAIN_DROPOUT[args.train_dropout]():
         for dtype in args.dtypes.split(","):
-            print(f"{dtype} ({args.rounds} rounds, backend {args.backend})", flush=True)
-            measured = measure(suite, dtype, args.backend)
+            print(
+                f"{dtype} ({args.rounds} rounds, backend {args.backend}, "
+                f"training dropout: {args.train_dropout})",
+                flush=True,
+            )
+            measured = measure(suite, dtype, args.backend, train_name)
             for name, value in measured.items():
                 print(f"  {name:<40} {value:8.4f}", flush=True)
             figures.update(measured)
