@@ -1,11 +1,15 @@
 """benchmarks/compiled_layers.py runs on the tiny model and writes its figures (their values are the script's business, never a timing assertion)."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from bayeslora.models.dropout import LoraDropout, lane_dropout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,3 +37,29 @@ def test_compiled_layers_writes_a_ratio_per_phase_and_dtype(tmp_path, train_drop
     if train_dropout == "fused":
         # torch's dropout is traced: the numpy draw no longer breaks a layer's graph
         assert f["graph_breaks_bfloat16"] == 0, proc.stdout[-3000:]
+    else:
+        # the counter counts: the lanes' draw outside the graph breaks each layer's graph
+        assert f["graph_breaks_bfloat16"] > 0, proc.stdout[-3000:]
+
+
+@pytest.fixture
+def compiled_layers(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its own imports: common, suite
+    path = ROOT / "benchmarks" / "compiled_layers.py"
+    spec = importlib.util.spec_from_file_location("compiled_layers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_dropout_in_the_graph_leaves_eager_calls_to_the_lanes(compiled_layers):
+    harness_forward = LoraDropout.forward
+    layer = LoraDropout(0.3).train()
+    x = torch.randn(4, 64)
+    with compiled_layers.torch_dropout_in_the_graph():
+        assert LoraDropout.forward is not harness_forward
+        torch.manual_seed(0)
+        inside = layer(x)
+    assert LoraDropout.forward is harness_forward  # put back on leaving
+    torch.manual_seed(0)
+    assert torch.equal(inside, lane_dropout(x, 0.3))
