@@ -33,9 +33,10 @@ says what the compiled layers do with it in training:
   draws with its own generator inside the fused kernels (other masks than the harness's,
   the same rate up to the lanes' 2**-16): what compiling training could buy at best (fused
   with inductor; a backend that generates no kernels, such as ``aot_eager``, fuses nothing).
-  A layer with a generator of its own (MC Dropout's sampling) keeps its lanes. The training figure is then
-  named ``compiled_fused_dropout_over_eager_train_<dtype>``; the eager layers keep the
-  harness's dropout, and inference (no dropout) is the same in both modes.
+  A layer with a generator of its own (MC Dropout's sampling) keeps its lanes. The
+  training figure is then named ``compiled_fused_dropout_over_eager_train_<dtype>``; the
+  eager layers keep the harness's dropout, and inference (no dropout) is the same in both
+  modes.
 """
 
 from __future__ import annotations

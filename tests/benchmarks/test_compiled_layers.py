@@ -1,6 +1,5 @@
 """benchmarks/compiled_layers.py runs on the tiny model and writes its figures (their values are the script's business, never a timing assertion)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from bayeslora.models.dropout import LoraDropout, lane_dropout
+from tests.benchmarks.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,17 +42,8 @@ def test_compiled_layers_writes_a_ratio_per_phase_and_dtype(tmp_path, train_drop
         assert f["graph_breaks_bfloat16"] > 0, proc.stdout[-3000:]
 
 
-@pytest.fixture
-def compiled_layers(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its own imports: common, suite
-    path = ROOT / "benchmarks" / "compiled_layers.py"
-    spec = importlib.util.spec_from_file_location("compiled_layers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_torch_dropout_in_the_graph_leaves_eager_calls_to_the_lanes(compiled_layers):
+def test_torch_dropout_in_the_graph_leaves_eager_calls_to_the_lanes():
+    compiled_layers = load_benchmark("compiled_layers")
     harness_forward = LoraDropout.forward
     layer = LoraDropout(0.3).train()
     x = torch.randn(4, 64)

@@ -1,16 +1,11 @@
 """benchmarks/precision.py on two tiny bench runs (fp32 and bf16, two seeds each)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from bayeslora.bench.cli import main as bench
+from tests.benchmarks.helpers import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("precision", ROOT / "benchmarks" / "precision.py")
-precision = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(precision)
+precision = load_benchmark("precision")
 
 TINY = ["--model", "tiny-random-llama", "--methods", "adamw", "--quick", "--steps", "3",
         "--limit-train", "32", "--limit-eval", "16", "--no-progress", "--seeds", "0,1"]  # fmt: skip

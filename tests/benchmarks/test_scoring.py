@@ -1,13 +1,10 @@
 """benchmarks/scoring.py runs end to end (on the tiny model, a few questions)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("scoring", ROOT / "benchmarks" / "scoring.py")
-scoring = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scoring)
+from tests.benchmarks.helpers import load_benchmark
+
+scoring = load_benchmark("scoring")
 
 
 def test_every_figure_is_written(tmp_path):
